@@ -1,0 +1,41 @@
+"""Names for log records: a cleanup's qualified name and a request's method and path.
+
+Only the method and the path are ever described: never headers, cookies or the query string.
+"""
+
+import functools
+from typing import Any
+
+from ._types import Scope
+
+# C0 controls, DEL and C1 controls, shown as \xNN so a path cannot forge log lines.
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def describe_callable(func: Any) -> str:
+    """``module.qualname`` of a function, or of the class of a callable object.
+
+    ``functools.partial`` objects are shown as ``functools.partial(<inner>)``.
+    """
+    if isinstance(func, functools.partial):
+        return f"functools.partial({describe_callable(func.func)})"
+    qualname: object = getattr(func, "__qualname__", None)
+    module: object
+    if isinstance(qualname, str):
+        module = getattr(func, "__module__", None)
+    else:
+        qualname = type(func).__qualname__
+        module = type(func).__module__
+    return f"{module}.{qualname}" if isinstance(module, str) else str(qualname)
+
+
+def escape_control(text: str) -> str:
+    """``text`` with control characters replaced by ``\\xNN`` escapes."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def describe_request(scope: Scope) -> str:
+    """``"GET /path"`` (``"WEBSOCKET /path"`` for websockets), control characters escaped."""
+    method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
+    path = scope.get("path", "")
+    return f"{escape_control(str(method))} {escape_control(str(path))}"
