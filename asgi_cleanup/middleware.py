@@ -210,7 +210,7 @@ class CleanupMiddleware:
         # asyncio: a server may cancel this task natively (Task.cancel()), which no anyio
         # shield stops. The phase runs in a task of its own that we wait for, swallowing
         # cancellations of ours until it is done; then the first one is delivered.
-        task = loop.create_task(self._phase(registry, entries, directives, outcome))
+        task = loop.create_task(self._phase_capturing_exit(registry, entries, directives, outcome))
         cancelled: asyncio.CancelledError | None = None
         with anyio.CancelScope(shield=True):
             while not task.done():
@@ -220,9 +220,26 @@ class CleanupMiddleware:
                     if task.cancelled():
                         raise
                     cancelled = cancelled or exc
+        exit_exception = task.result()
+        if exit_exception is not None:
+            raise exit_exception
         if cancelled is not None:
             raise cancelled
-        task.result()
+
+    async def _phase_capturing_exit(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        outcome: Outcome,
+    ) -> BaseException | None:
+        # asyncio lets a KeyboardInterrupt or SystemExit out of a task escape the event
+        # loop; hand it to the request task instead, where it surfaces without us.
+        try:
+            await self._phase(registry, entries, directives, outcome)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            return exc
+        return None
 
     def _spawn(
         self,

@@ -52,19 +52,14 @@ class CleanupRunner:
             if is_async_callable(pending[-1][0]):
                 func, args, kwargs = pending.pop()
                 await self._run_async(func, args, kwargs)
-                continue
-            # One thread hop for every run of consecutive sync cleanups.
-            batch = [pending.pop()]
-            while pending and not is_async_callable(pending[-1][0]):
-                batch.append(pending.pop())
-            await self._run_sync_batch(batch)
+            else:
+                await self._run_sync(pending)
 
     async def _run_async(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         try:
-            awaitable = func(*args, **kwargs)
-            await self._await(func, awaitable)
+            await self._await(func, func(*args, **kwargs))
         except Exception as exc:
             self._failed(func, exc)
 
@@ -77,51 +72,54 @@ class CleanupRunner:
         if scope.cancel_called:
             self._timed_out(func)
 
-    async def _run_sync_batch(self, batch: list[Entry]) -> None:
-        start = 0
-        while start < len(batch):
-            job = _SyncJob(batch, start, self._failed)
-            done = anyio.Event()
-            job.notify = functools.partial(loop_caller(), done.set)
-            self._pool.submit(job.run)
-            await self._wait_for(job, done)
-            if job.fatal is not None:
-                raise job.fatal
-            if job.abandoned_at is not None:
-                if job.abandoned_at < 0:
-                    for func, _, _ in batch[start:]:
-                        self._timed_out(func, waiting=True)
-                    return
-                self._timed_out(batch[job.abandoned_at][0])
-                start = job.abandoned_at + 1
-                continue
-            if job.awaitable is not None:
-                func = batch[job.next - 1][0]
-                try:
-                    await self._await(func, job.awaitable)
-                except Exception as exc:
-                    self._failed(func, exc)
-            start = job.next
-
-    async def _wait_for(self, job: "_SyncJob", done: anyio.Event) -> None:
-        timeout = self._timeout
-        if timeout is None:
+    async def _run_sync(self, pending: list[Entry]) -> None:
+        """Run the sync cleanups at the end of ``pending`` in one worker thread."""
+        job = _SyncJob(pending, self._failed)
+        done = anyio.Event()
+        job.notify = functools.partial(loop_caller(), done.set)
+        self._pool.submit(job.run)
+        if self._timeout is None:
             await done.wait()
-            return
-        wait = timeout
+        else:
+            abandoned = await self._wait_or_abandon(job, done, self._timeout)
+            if abandoned is not None:
+                self._timed_out(abandoned[0], waiting=job.current is None)
+                return
+        if job.fatal is not None:
+            raise job.fatal
+        if job.awaitable is not None and job.current is not None:
+            func = job.current[0]
+            try:
+                await self._await(func, job.awaitable)
+            except Exception as exc:
+                self._failed(func, exc)
+
+    async def _wait_or_abandon(
+        self, job: "_SyncJob", done: anyio.Event, limit: float
+    ) -> Entry | None:
+        """Wait for ``job``; return the entry abandoned if one overran ``limit`` seconds.
+
+        The deadline follows the job from cleanup to cleanup; while the job waits for a free
+        thread, it runs from the submission.
+        """
+        wait = limit
         while True:
             with anyio.move_on_after(wait):
                 await done.wait()
             if done.is_set():
-                return
+                return None
             with job.lock:
                 if job.finished:
                     break
-                wait = job.started_at + timeout - time.monotonic()
+                wait = job.started_at + limit - time.monotonic()
                 if wait <= 0:
-                    job.abandoned_at = job.index
-                    return
+                    job.abandoned = True
+                    if job.current is not None:
+                        return job.current
+                    # No thread was free in time: the next cleanup is given up unrun.
+                    return job.pending.pop()
         await done.wait()
+        return None
 
     def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
         logger.error(
@@ -143,24 +141,21 @@ class CleanupRunner:
 
 
 class _SyncJob:
-    """Runs a slice of a batch of sync cleanups in one worker thread.
+    """Runs the sync cleanups at the end of a pending list in one worker thread.
 
-    The event loop side may abandon the job when the running cleanup overruns its timeout;
-    the thread then starts nothing more, and the loop runs what is left.
+    The thread pops each entry just before running it, so every entry is run once, by the
+    thread or later by the event loop. The event loop may abandon the job when the running
+    cleanup overruns its timeout; the thread then starts nothing more.
     """
 
     def __init__(
-        self,
-        batch: list[Entry],
-        start: int,
-        failed: Callable[[Callable[..., Any], BaseException], None],
+        self, pending: list[Entry], failed: Callable[[Callable[..., Any], BaseException], None]
     ) -> None:
-        self.batch = batch
-        self.next = start
-        self.index = -1  # the cleanup running now; -1 while waiting for a thread
+        self.pending = pending
+        self.current: Entry | None = None  # the cleanup running now (or last run)
         self.started_at = time.monotonic()
         self.lock = threading.Lock()
-        self.abandoned_at: int | None = None
+        self.abandoned = False
         self.finished = False
         self.awaitable: Awaitable[Any] | None = None
         self.fatal: BaseException | None = None
@@ -178,15 +173,13 @@ class _SyncJob:
             self.notify()
 
     def _run(self) -> None:
-        batch = self.batch
-        for index in range(self.next, len(batch)):
+        pending = self.pending
+        while True:
             with self.lock:
-                if self.abandoned_at is not None:
+                if self.abandoned or not pending or is_async_callable(pending[-1][0]):
                     return
-                self.index = index
+                self.current = func, args, kwargs = pending.pop()
                 self.started_at = time.monotonic()
-            func, args, kwargs = batch[index]
-            self.next = index + 1
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:

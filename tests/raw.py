@@ -1,0 +1,65 @@
+"""Hand-built ASGI calls for tests: a scope, a scripted receive, and a recording send."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+
+from asgi_cleanup._types import ASGIApp, Message, Scope
+
+
+def http_scope(path: str = "/", method: str = "GET", **extra: Any) -> Scope:
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    scope.update(extra)
+    return scope
+
+
+class Recorder:
+    """A scripted ``receive`` and a recording ``send``.
+
+    ``receive`` returns the scripted messages in order, then waits forever (as a server
+    does until the client goes away), unless ``disconnect_after`` is set.
+    """
+
+    def __init__(self, incoming: Iterable[Message] = ()) -> None:
+        self.incoming = list(incoming) or [{"type": "http.request", "body": b"", "more_body": False}]
+        self.sent: list[Message] = []
+
+    async def receive(self) -> Message:
+        if self.incoming:
+            return self.incoming.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    @property
+    def types(self) -> list[str]:
+        return [m["type"] for m in self.sent]
+
+
+async def call(app: ASGIApp, scope: Scope | None = None, recorder: Recorder | None = None) -> Recorder:
+    recorder = recorder or Recorder()
+    await app(scope or http_scope(), recorder.receive, recorder.send)
+    return recorder
+
+
+def respond(status: int = 200, body: bytes = b"ok") -> list[Message]:
+    return [
+        {"type": "http.response.start", "status": status, "headers": []},
+        {"type": "http.response.body", "body": body},
+    ]
