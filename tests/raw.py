@@ -35,7 +35,9 @@ class Recorder:
     """
 
     def __init__(self, incoming: Iterable[Message] = ()) -> None:
-        self.incoming = list(incoming) or [{"type": "http.request", "body": b"", "more_body": False}]
+        self.incoming = list(incoming) or [
+            {"type": "http.request", "body": b"", "more_body": False}
+        ]
         self.sent: list[Message] = []
 
     async def receive(self) -> Message:
@@ -52,7 +54,9 @@ class Recorder:
         return [m["type"] for m in self.sent]
 
 
-async def call(app: ASGIApp, scope: Scope | None = None, recorder: Recorder | None = None) -> Recorder:
+async def call(
+    app: ASGIApp, scope: Scope | None = None, recorder: Recorder | None = None
+) -> Recorder:
     recorder = recorder or Recorder()
     await app(scope or http_scope(), recorder.receive, recorder.send)
     return recorder

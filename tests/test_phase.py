@@ -5,11 +5,12 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from raw import call, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Receive, Scope, Send
-from raw import call, respond
 
 
 def app_registering(*cleanups: tuple[Any, ...]) -> Any:
@@ -98,11 +99,11 @@ async def test_objects_with_async_call_and_partials_are_awaited() -> None:
 
     class AsyncCallable:
         async def __call__(self, name: str) -> None:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             ran.append(name)
 
     async def coroutine_function(name: str) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         ran.append(name)
 
     app = app_registering(
@@ -153,7 +154,7 @@ async def test_sync_callable_returning_an_awaitable_has_it_awaited_in_order() ->
     ran: list[str] = []
 
     async def later(name: str) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         ran.append(name)
 
     app = app_registering(

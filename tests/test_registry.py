@@ -4,11 +4,10 @@ import threading
 from typing import Any
 
 import pytest
+from raw import call, respond
 
 from asgi_cleanup import CleanupMiddleware, CleanupRegistry
 from asgi_cleanup._types import Receive, Scope, Send
-
-from raw import call, respond
 
 
 def noop(*args: Any, **kwargs: Any) -> None:

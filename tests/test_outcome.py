@@ -1,0 +1,163 @@
+import dataclasses
+from typing import Any
+
+import pytest
+from raw import Recorder, call, http_scope
+
+from asgi_cleanup import CleanupMiddleware, Outcome
+from asgi_cleanup._types import Message, Receive, Scope, Send
+
+
+def recording_app(
+    *messages: Message, raise_after: Exception | None = None, receive_first: bool = False
+) -> tuple[Any, list[Outcome]]:
+    """An app that sends ``messages``, then optionally raises; it records the Outcome."""
+    outcomes: list[Outcome] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+        registry.register(lambda: outcomes.append(registry.outcome))
+        if receive_first:
+            await receive()
+        for message in messages:
+            await send(message)
+        if raise_after is not None:
+            raise raise_after
+
+    return app, outcomes
+
+
+START = {"type": "http.response.start", "status": 200, "headers": []}
+BODY = {"type": "http.response.body", "body": b"done"}
+PARTIAL = {"type": "http.response.body", "body": b"part", "more_body": True}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("messages", "status", "complete"),
+    [
+        pytest.param([START, BODY], 200, True, id="complete"),
+        pytest.param([START, PARTIAL], 200, False, id="unfinished body"),
+        pytest.param([START], 200, False, id="start only"),
+        pytest.param([], None, False, id="nothing sent"),
+        pytest.param(
+            [START, {"type": "http.response.pathsend", "path": "/etc/hostname"}],
+            200,
+            True,
+            id="pathsend",
+        ),
+        pytest.param(
+            [START, {"type": "http.response.zerocopysend", "file": 3, "more_body": False}],
+            200,
+            True,
+            id="zerocopysend",
+        ),
+        pytest.param(
+            [{**START, "trailers": True}, BODY],
+            200,
+            False,
+            id="trailers announced, not sent",
+        ),
+        pytest.param(
+            [
+                {**START, "trailers": True},
+                BODY,
+                {"type": "http.response.trailers", "headers": [], "more_trailers": False},
+            ],
+            200,
+            True,
+            id="trailers sent",
+        ),
+    ],
+)
+async def test_outcome_status_and_response_complete(
+    messages: list[Message], status: int | None, complete: bool
+) -> None:
+    app, outcomes = recording_app(*messages)
+    middleware = CleanupMiddleware(app)
+    await call(middleware)
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.status == status
+    assert outcome.response_complete is complete
+    assert outcome.exception is None
+    assert outcome.client_disconnected is False
+
+
+@pytest.mark.anyio
+async def test_outcome_carries_the_scope_and_a_duration() -> None:
+    app, outcomes = recording_app(START, BODY)
+    scope = http_scope("/report")
+    await call(CleanupMiddleware(app), scope)
+    [outcome] = outcomes
+    assert outcome.scope is scope
+    assert 0 <= outcome.duration < 1
+
+
+@pytest.mark.anyio
+async def test_outcome_records_the_app_exception() -> None:
+    error = LookupError("missing")
+    app, outcomes = recording_app(raise_after=error)
+    middleware = CleanupMiddleware(app)
+    with pytest.raises(LookupError) as raised:
+        await call(middleware)
+    assert raised.value is error
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.exception is error
+    assert outcome.status is None
+    assert outcome.response_complete is False
+
+
+@pytest.mark.anyio
+async def test_disconnect_received_before_the_response_completed_counts() -> None:
+    app, outcomes = recording_app(START, PARTIAL, receive_first=True)
+    middleware = CleanupMiddleware(app)
+    await call(middleware, recorder=Recorder([{"type": "http.disconnect"}]))
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.client_disconnected is True
+    assert outcome.response_complete is False
+
+
+@pytest.mark.anyio
+async def test_disconnect_received_after_the_response_completed_does_not_count() -> None:
+    outcomes: list[Outcome] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+        registry.register(lambda: outcomes.append(registry.outcome))
+        await send(START)
+        await send(BODY)
+        assert (await receive())["type"] == "http.disconnect"  # as uvicorn and daphne answer
+
+    await call(CleanupMiddleware(app), recorder=Recorder([{"type": "http.disconnect"}]))
+    [outcome] = outcomes
+    assert outcome.client_disconnected is False
+    assert outcome.response_complete is True
+
+
+@pytest.mark.anyio
+async def test_send_that_raises_counts_as_a_client_disconnect() -> None:
+    app, outcomes = recording_app(START, BODY)
+
+    class GoneRecorder(Recorder):
+        async def send(self, message: Message) -> None:
+            if message["type"] == "http.response.body":
+                raise OSError("connection reset")
+            await super().send(message)
+
+    middleware = CleanupMiddleware(app)
+    with pytest.raises(OSError, match="connection reset"):
+        await call(middleware, recorder=GoneRecorder())
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.client_disconnected is True
+    assert outcome.response_complete is False
+    assert isinstance(outcome.exception, OSError)
+
+
+def test_outcome_is_read_only() -> None:
+    outcome = Outcome(http_scope(), 200, None, True, False, 0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.status = 500  # type: ignore[misc]
