@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Callable
@@ -180,19 +181,29 @@ class CleanupMiddleware:
         outcome: Outcome,
     ) -> None:
         try:
-            with anyio.CancelScope(shield=True):
-                registry._start(outcome)
-                runner = CleanupRunner(outcome.scope, self.timeout, self._pool)
-                if entries:
-                    await runner.run(entries)
-                if directives:
-                    await runner.run([(d, (outcome,), {}) for d in reversed(directives)])
+            registry._start(outcome)
+            runner = CleanupRunner(outcome.scope, self.timeout, self._pool)
+            if entries:
+                await runner.run(entries)
+            if directives:
+                await runner.run([(d, (outcome,), {}) for d in reversed(directives)])
         finally:
             self._active -= 1
             if not self._active and self._idle_events:
                 for event in self._idle_events:
                     event.set()
                 self._idle_events.clear()
+
+    async def _shielded_phase(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        outcome: Outcome,
+    ) -> None:
+        # Trio cancels system tasks when the run ends; the phase finishes first.
+        with anyio.CancelScope(shield=True):
+            await self._phase(registry, entries, directives, outcome)
 
     async def _run_inline(
         self,
@@ -205,21 +216,24 @@ class CleanupMiddleware:
         loop = asyncio._get_running_loop()
         if loop is None:
             # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
-            await self._phase(registry, entries, directives, outcome)
+            with anyio.CancelScope(shield=True):
+                await self._phase(registry, entries, directives, outcome)
             return
         # asyncio: a server may cancel this task natively (Task.cancel()), which no anyio
-        # shield stops. The phase runs in a task of its own that we wait for, swallowing
-        # cancellations of ours until it is done; then the first one is delivered.
+        # shield stops. The phase runs in a task of its own (which no cancel scope of ours
+        # reaches) that we wait for, swallowing cancellations of ours until it is done; then
+        # the first one is delivered.
         task = loop.create_task(self._phase_capturing_exit(registry, entries, directives, outcome))
         cancelled: asyncio.CancelledError | None = None
-        with anyio.CancelScope(shield=True):
-            while not task.done():
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError as exc:
-                    if task.cancelled():
-                        raise
-                    cancelled = cancelled or exc
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+            # anyio re-cancels a task in a cancelled scope on every loop turn: shield it.
+            with anyio.CancelScope(shield=True):
+                while not task.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(task)
         exit_exception = task.result()
         if exit_exception is not None:
             raise exit_exception
@@ -258,7 +272,7 @@ class CleanupMiddleware:
         import trio
 
         trio.lowlevel.spawn_system_task(
-            self._phase,
+            self._shielded_phase,
             registry,
             entries,
             directives,
