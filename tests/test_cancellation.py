@@ -1,0 +1,266 @@
+"""The cleanup phase is shielded: cancellations wait for it, then take effect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_cleanup import CleanupMiddleware, Outcome
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+pytestmark = pytest.mark.anyio
+
+START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain")],
+}
+BODY = {"type": "http.response.body", "body": b"ok"}
+
+
+def http_scope(path: str = "/") -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def client(*incoming: Message) -> tuple[Receive, Send, list[Message]]:
+    """receive() gives ``incoming`` in order, then waits forever; sent messages are kept."""
+    queue = list(incoming)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    return receive, send, sent
+
+
+def slow_cleanup(
+    log: list[str], started: asyncio.Event | anyio.Event, seconds: float = 0.3
+) -> Callable[[], Awaitable[None]]:
+    async def cleanup() -> None:
+        log.append("cleanup start")
+        started.set()
+        await anyio.sleep(seconds)
+        log.append("cleanup end")
+
+    return cleanup
+
+
+def complete_response_app(cleanup: Callable[[], Awaitable[None]]) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(cleanup)
+        await send(START)
+        await send(BODY)
+
+    return app
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_native_task_cancel_waits_for_cleanup_then_cancels() -> None:
+    log: list[str] = []
+    started = asyncio.Event()
+    middleware = CleanupMiddleware(complete_response_app(slow_cleanup(log, started)))
+    receive, send, sent = client()
+
+    task = asyncio.create_task(middleware(http_scope(), receive, send))
+    await asyncio.wait_for(started.wait(), 2)
+    assert sent == [START, BODY]
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 2)
+
+    assert log == ["cleanup start", "cleanup end"]
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_native_task_cancelled_twice_waits_for_cleanup_then_cancels() -> None:
+    log: list[str] = []
+    started = asyncio.Event()
+    middleware = CleanupMiddleware(complete_response_app(slow_cleanup(log, started)))
+    receive, send, sent = client()
+
+    task = asyncio.create_task(middleware(http_scope(), receive, send))
+    await asyncio.wait_for(started.wait(), 2)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 2)
+
+    assert log == ["cleanup start", "cleanup end"]
+    assert task.cancelled()
+    assert sent == [START, BODY]
+
+
+async def test_cancel_scope_cancelled_during_cleanup_waits_for_it() -> None:
+    log: list[str] = []
+    started = anyio.Event()
+    middleware = CleanupMiddleware(complete_response_app(slow_cleanup(log, started)))
+    receive, send, sent = client()
+
+    async def call() -> None:
+        await middleware(http_scope(), receive, send)
+        log.append("call returned")
+        await anyio.sleep(1)  # the scope's pending cancellation must end the task here
+        log.append("not cancelled")
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await started.wait()
+            tg.cancel_scope.cancel()
+
+    assert tg.cancel_scope.cancelled_caught
+    assert log[:2] == ["cleanup start", "cleanup end"]
+    assert "not cancelled" not in log
+    assert sent == [START, BODY]
+
+
+async def test_cancelled_app_runs_its_phase_to_the_end_then_cancellation_propagates() -> None:
+    log: list[str] = []
+    outcomes: list[Outcome | None] = []
+    app_waiting = anyio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+
+        async def cleanup() -> None:
+            outcomes.append(registry.outcome)
+            log.append("cleanup start")
+            await anyio.sleep(0.2)
+            log.append("cleanup end")
+
+        registry.register(cleanup)
+        await send(START)
+        app_waiting.set()
+        await anyio.sleep_forever()
+
+    middleware = CleanupMiddleware(app)
+    receive, send, sent = client()
+
+    async def call() -> None:
+        try:
+            await middleware(http_scope(), receive, send)
+        except anyio.get_cancelled_exc_class():
+            log.append("cancelled")
+            raise
+        log.append("returned")
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await app_waiting.wait()
+            tg.cancel_scope.cancel()
+
+    assert log == ["cleanup start", "cleanup end", "cancelled"]
+    (outcome,) = outcomes
+    assert outcome is not None
+    assert outcome.exception is None
+    assert outcome.status == 200
+    assert outcome.response_complete is False
+    assert sent == [START]
+
+
+async def test_client_disconnect_mid_stream_still_runs_cleanups() -> None:
+    outcomes: list[Outcome | None] = []
+    ran: list[str] = []
+    chunk = {"type": "http.response.body", "body": b"chunk", "more_body": True}
+
+    async def first() -> None:
+        ran.append("first")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+        registry.register(first)
+        registry.register(lambda: outcomes.append(registry.outcome))
+        assert (await receive())["type"] == "http.request"
+        await send(START)
+        await send(chunk)
+        # As Starlette's StreamingResponse does: stop streaming once the client has gone.
+        assert (await receive())["type"] == "http.disconnect"
+
+    middleware = CleanupMiddleware(app)
+    receive, send, sent = client(
+        {"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}
+    )
+    with anyio.fail_after(2):
+        await middleware(http_scope("/stream"), receive, send)
+        await middleware.drain()
+
+    assert sent == [START, chunk]
+    assert ran == ["first"]
+    (outcome,) = outcomes
+    assert outcome is not None
+    assert outcome.client_disconnected is True
+    assert outcome.response_complete is False
+    assert outcome.status == 200
+    assert outcome.exception is None
+
+
+async def test_send_failing_after_client_left_still_runs_cleanups() -> None:
+    outcomes: list[Outcome | None] = []
+    gone = OSError("client went away")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+
+        async def cleanup() -> None:
+            outcomes.append(registry.outcome)
+
+        registry.register(cleanup)
+        await send(START)
+        await send({"type": "http.response.body", "body": b"chunk", "more_body": True})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            raise gone
+        sent.append(message)
+
+    middleware = CleanupMiddleware(app)
+    with pytest.raises(OSError, match="client went away") as info:
+        await middleware(http_scope("/stream"), receive, send)
+    assert info.value is gone
+    with anyio.fail_after(2):
+        await middleware.drain()
+
+    assert sent == [START]
+    (outcome,) = outcomes
+    assert outcome is not None
+    assert outcome.client_disconnected is True
+    assert outcome.response_complete is False
+    assert outcome.exception is gone
