@@ -12,7 +12,7 @@ from ._options import validate_thread_limit, validate_timeout
 from ._threads import WorkerPool
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .outcome import Outcome
-from .phase import CleanupRunner
+from .phase import CleanupRunner, ErrorHook
 from .registry import CleanupRegistry, Entry
 
 logger = logging.getLogger("asgi_cleanup")
@@ -34,6 +34,9 @@ class CleanupMiddleware:
     :param timeout: seconds each cleanup may take before it is abandoned; ``None``: no limit.
     :param shutdown_timeout: seconds ``lifespan.shutdown`` waits for cleanups still running.
     :param thread_limit: sync cleanups running in worker threads at once, for this middleware.
+    :param on_error: called as ``on_error(cleanup, exception, outcome)`` for each cleanup that
+        failed or timed out (then with a ``TimeoutError``), on the event loop; it may be async.
+        A hook that raises is logged and ignored.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -47,6 +50,7 @@ class CleanupMiddleware:
         timeout: float | None = _UNSET,
         shutdown_timeout: float | None = _UNSET,
         thread_limit: int = _UNSET,
+        on_error: ErrorHook | None = _UNSET,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
@@ -63,6 +67,10 @@ class CleanupMiddleware:
         self.thread_limit = validate_thread_limit(
             _DEFAULT_THREAD_LIMIT if thread_limit is _UNSET else thread_limit
         )
+        on_error = None if on_error is _UNSET else on_error
+        if on_error is not None and not callable(on_error):
+            raise TypeError(f"on_error must be a callable or None, got {on_error!r}")
+        self.on_error: ErrorHook | None = on_error
         self._directives_for: Callable[[Scope], tuple[Directive, ...]] | None = None
         self._pool = WorkerPool(self.thread_limit)
         self._active = 0
@@ -182,7 +190,7 @@ class CleanupMiddleware:
     ) -> None:
         try:
             registry._start(outcome)
-            runner = CleanupRunner(outcome.scope, self.timeout, self._pool)
+            runner = CleanupRunner(outcome, self.timeout, self._pool, self.on_error)
             if entries:
                 await runner.run(entries)
             if directives:

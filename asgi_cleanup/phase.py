@@ -13,12 +13,10 @@ import anyio
 
 from ._describe import describe_callable, describe_request
 from ._threads import WorkerPool, loop_caller
-from ._types import Scope
+from .outcome import Outcome
 from .registry import Entry
 
 logger = logging.getLogger("asgi_cleanup")
-
-_NO_KWARGS: dict[str, Any] = {}
 
 
 def is_async_callable(func: Any) -> bool:
@@ -31,20 +29,31 @@ def is_async_callable(func: Any) -> bool:
     )
 
 
+ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
+
+
 class CleanupRunner:
     """Runs cleanups one after another, each isolated from the others and bounded in time.
 
-    Failures and timeouts are logged at ERROR on the ``asgi_cleanup`` logger and never raised;
-    ``BaseException``s that are not ``Exception`` (``KeyboardInterrupt``, ``SystemExit``)
-    propagate. The runner assumes its caller has shielded it from cancellation.
+    Failures and timeouts are logged at ERROR on the ``asgi_cleanup`` logger, reported to the
+    ``on_error`` hook if there is one, and never raised; ``BaseException``s that are not
+    ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate. The runner assumes its
+    caller has shielded it from cancellation.
     """
 
-    __slots__ = ("_pool", "_scope", "_timeout")
+    __slots__ = ("_on_error", "_outcome", "_pool", "_timeout")
 
-    def __init__(self, scope: Scope, timeout: float | None, pool: WorkerPool) -> None:
-        self._scope = scope
+    def __init__(
+        self,
+        outcome: Outcome,
+        timeout: float | None,
+        pool: WorkerPool,
+        on_error: ErrorHook | None = None,
+    ) -> None:
+        self._outcome = outcome
         self._timeout = timeout
         self._pool = pool
+        self._on_error = on_error
 
     async def run(self, pending: list[Entry]) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
@@ -59,40 +68,49 @@ class CleanupRunner:
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         try:
-            await self._await(func, func(*args, **kwargs))
+            timed_out = await self._await(func(*args, **kwargs))
         except Exception as exc:
-            self._failed(func, exc)
+            await self._failed(func, exc)
+        else:
+            if timed_out:
+                await self._timed_out(func)
 
-    async def _await(self, func: Callable[..., Any], awaitable: Awaitable[Any]) -> None:
+    async def _await(self, awaitable: Awaitable[Any]) -> bool:
+        """Await ``awaitable`` within the timeout; ``True`` if it was cancelled for overrunning."""
         if self._timeout is None:
             await awaitable
-            return
+            return False
         with anyio.move_on_after(self._timeout) as scope:
             await awaitable
-        if scope.cancel_called:
-            self._timed_out(func)
+        return scope.cancel_called
 
     async def _run_sync(self, pending: list[Entry]) -> None:
         """Run the sync cleanups at the end of ``pending`` in one worker thread."""
-        job = _SyncJob(pending, self._failed)
+        job = _SyncJob(pending, self._describe_request())
         done = anyio.Event()
         job.notify = functools.partial(loop_caller(), done.set)
         self._pool.submit(job.run)
+        abandoned = None
         if self._timeout is None:
             await done.wait()
         else:
             abandoned = await self._wait_or_abandon(job, done, self._timeout)
-            if abandoned is not None:
-                self._timed_out(abandoned[0], waiting=job.current is None)
-                return
+        for func, exc in job.take_failures():
+            await self._failed(func, exc)
+        if abandoned is not None:
+            await self._timed_out(abandoned[0], waiting=job.current is None)
+            return
         if job.fatal is not None:
             raise job.fatal
         if job.awaitable is not None and job.current is not None:
             func = job.current[0]
             try:
-                await self._await(func, job.awaitable)
+                timed_out = await self._await(job.awaitable)
             except Exception as exc:
-                self._failed(func, exc)
+                await self._failed(func, exc)
+            else:
+                if timed_out:
+                    await self._timed_out(func)
 
     async def _wait_or_abandon(
         self, job: "_SyncJob", done: anyio.Event, limit: float
@@ -121,36 +139,56 @@ class CleanupRunner:
         await done.wait()
         return None
 
-    def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
+    def _describe_request(self) -> str:
+        return describe_request(self._outcome.scope)
+
+    async def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
         logger.error(
             "Cleanup %s failed for %s",
             describe_callable(func),
-            describe_request(self._scope),
+            self._describe_request(),
             exc_info=exc,
         )
+        await self._report(func, exc)
 
-    def _timed_out(self, func: Callable[..., Any], waiting: bool = False) -> None:
+    async def _timed_out(self, func: Callable[..., Any], waiting: bool = False) -> None:
         reason = "waiting for a free worker thread" if waiting else "and was abandoned"
         logger.error(
             "Cleanup %s timed out after %gs %s for %s",
             describe_callable(func),
             self._timeout,
             reason,
-            describe_request(self._scope),
+            self._describe_request(),
         )
+        await self._report(func, TimeoutError(f"cleanup timed out after {self._timeout:g}s"))
+
+    async def _report(self, func: Callable[..., Any], exc: BaseException) -> None:
+        hook = self._on_error
+        if hook is None:
+            return
+        try:
+            result = hook(func, exc, self._outcome)
+            if inspect.isawaitable(result) and await self._await(result):
+                raise TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
+        except Exception as hook_exc:
+            logger.error(
+                "on_error hook %s failed for %s",
+                describe_callable(hook),
+                self._describe_request(),
+                exc_info=hook_exc,
+            )
 
 
 class _SyncJob:
     """Runs the sync cleanups at the end of a pending list in one worker thread.
 
     The thread pops each entry just before running it, so every entry is run once, by the
-    thread or later by the event loop. The event loop may abandon the job when the running
-    cleanup overruns its timeout; the thread then starts nothing more.
+    thread or later by the event loop. Failures are collected for the event loop to report.
+    The event loop may abandon the job when the running cleanup overruns its timeout; the
+    thread then starts nothing more, and logs a later failure of that cleanup itself.
     """
 
-    def __init__(
-        self, pending: list[Entry], failed: Callable[[Callable[..., Any], BaseException], None]
-    ) -> None:
+    def __init__(self, pending: list[Entry], request: str) -> None:
         self.pending = pending
         self.current: Entry | None = None  # the cleanup running now (or last run)
         self.started_at = time.monotonic()
@@ -160,7 +198,13 @@ class _SyncJob:
         self.awaitable: Awaitable[Any] | None = None
         self.fatal: BaseException | None = None
         self.notify: Callable[[], Any] = _noop
-        self._failed = failed
+        self._failures: list[tuple[Callable[..., Any], Exception]] = []
+        self._request = request
+
+    def take_failures(self) -> list[tuple[Callable[..., Any], Exception]]:
+        with self.lock:
+            failures, self._failures = self._failures, []
+            return failures
 
     def run(self) -> None:
         try:
@@ -183,8 +227,17 @@ class _SyncJob:
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:
-                self._failed(func, exc)
-                continue
+                with self.lock:
+                    if not self.abandoned:
+                        self._failures.append((func, exc))
+                        continue
+                logger.error(
+                    "Cleanup %s failed after it was abandoned for %s",
+                    describe_callable(func),
+                    self._request,
+                    exc_info=exc,
+                )
+                return
             if inspect.isawaitable(result):
                 self.awaitable = result
                 return
