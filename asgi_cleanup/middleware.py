@@ -2,7 +2,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -14,6 +15,7 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .outcome import Outcome
 from .phase import CleanupRunner, ErrorHook
 from .registry import CleanupRegistry, Entry
+from .settings import load_settings, validate_on_error
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -30,13 +32,16 @@ class CleanupMiddleware:
     (last registered first), then the directive cleanups of the settings.
 
     :param app: the ASGI app to wrap.
-    :param settings: a settings file (path) or mapping naming directive cleanups and options.
+    :param settings: a TOML settings file (path; a ``pyproject.toml`` is read from its
+        ``[tool.asgi-cleanup]`` table) or a mapping of the same structure, naming directive
+        cleanups and options. It is read, imported and checked now: any problem raises
+        :class:`~asgi_cleanup.SettingsError`.
     :param timeout: seconds each cleanup may take before it is abandoned; ``None``: no limit.
     :param shutdown_timeout: seconds ``lifespan.shutdown`` waits for cleanups still running.
     :param thread_limit: sync cleanups running in worker threads at once, for this middleware.
     :param on_error: called as ``on_error(cleanup, exception, outcome)`` for each cleanup that
-        failed or timed out (then with a ``TimeoutError``), on the event loop; it may be async.
-        A hook that raises is logged and ignored.
+        failed or timed out (then with a ``TimeoutError``), on the event loop; it may be async,
+        or a handler reference (``"pkg.mod:func"``). A hook that raises is logged and ignored.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -46,32 +51,35 @@ class CleanupMiddleware:
         self,
         app: ASGIApp,
         *,
-        settings: Any = None,
+        settings: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         timeout: float | None = _UNSET,
         shutdown_timeout: float | None = _UNSET,
         thread_limit: int = _UNSET,
-        on_error: ErrorHook | None = _UNSET,
+        on_error: ErrorHook | str | None = _UNSET,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
-        if settings is not None:
-            raise TypeError("settings files are not supported yet")
         self.app = app
-        self.timeout = validate_timeout(
-            "timeout", _DEFAULT_TIMEOUT if timeout is _UNSET else timeout
-        )
+        options: Mapping[str, Any] = {}
+        self._directives_for: Callable[[Scope], tuple[Directive, ...]] | None = None
+        if settings is not None:
+            loaded = load_settings(settings)
+            options = loaded.options
+            self._directives_for = loaded.directives_for
+
+        def option(name: str, value: Any, default: Any) -> Any:
+            # An explicit keyword, even None, wins over the settings; those over the default.
+            return value if value is not _UNSET else options.get(name, default)
+
+        self.timeout = validate_timeout("timeout", option("timeout", timeout, _DEFAULT_TIMEOUT))
         self.shutdown_timeout = validate_timeout(
             "shutdown_timeout",
-            _DEFAULT_SHUTDOWN_TIMEOUT if shutdown_timeout is _UNSET else shutdown_timeout,
+            option("shutdown_timeout", shutdown_timeout, _DEFAULT_SHUTDOWN_TIMEOUT),
         )
         self.thread_limit = validate_thread_limit(
-            _DEFAULT_THREAD_LIMIT if thread_limit is _UNSET else thread_limit
+            option("thread_limit", thread_limit, _DEFAULT_THREAD_LIMIT)
         )
-        on_error = None if on_error is _UNSET else on_error
-        if on_error is not None and not callable(on_error):
-            raise TypeError(f"on_error must be a callable or None, got {on_error!r}")
-        self.on_error: ErrorHook | None = on_error
-        self._directives_for: Callable[[Scope], tuple[Directive, ...]] | None = None
+        self.on_error: ErrorHook | None = validate_on_error(option("on_error", on_error, None))
         self._pool = WorkerPool(self.thread_limit)
         self._active = 0
         self._idle_events: list[anyio.Event] = []

@@ -121,4 +121,14 @@ async def test_failure_of_an_abandoned_sync_cleanup_is_still_logged(
 
 def test_non_callable_on_error_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="on_error"):
-        CleanupMiddleware(app_registering(), on_error="not callable")  # type: ignore[arg-type]
+        CleanupMiddleware(app_registering(), on_error=42)  # type: ignore[arg-type]
+
+
+def test_malformed_on_error_reference_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="on_error 'not callable'"):
+        CleanupMiddleware(app_registering(), on_error="not callable")
+
+
+def test_on_error_hook_that_takes_too_few_arguments_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="on_error"):
+        CleanupMiddleware(app_registering(), on_error=lambda cleanup: None)

@@ -1,0 +1,263 @@
+"""Which directive cleanups apply to a request: host and location matching.
+
+Everything that does not depend on the request is computed when the settings load. A
+request's host selects a *plan* (the server-wide and host handlers, already ordered and
+deduplicated, plus the locations that can apply under that host); a plan's locations are
+then matched against the route path. Plans are shared by every host that matches the same
+contexts, and both steps are memoised in small bounded dicts, so a repeated request costs a
+header scan and one or two dict lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+from ._types import Scope
+
+Handler = Callable[..., object]
+#: ``(reference as written, resolved callable, context label)``
+Entry = tuple[str, Handler, str]
+DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
+
+# Both caches are keyed by request data a client controls, so both are bounded: when full
+# they are cleared rather than evicted entry by entry, which keeps the hit path a dict get.
+HOST_CACHE_SIZE = 1024
+PATH_CACHE_SIZE = 2048
+MAX_CACHED_PATH = 512
+
+
+def normalize_host(value: str) -> str:
+    """A Host header value (or server address) as compared with ``[[host]]`` names.
+
+    Lower-cased, the port removed (``example.com:8000`` → ``example.com``,
+    ``[::1]:8000`` → ``::1``), IPv6 brackets removed, a trailing dot (fully qualified
+    name) removed. A bare IPv6 address without brackets is kept whole.
+    """
+    host = value.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        host = host[1:end] if end != -1 else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def parse_host_pattern(name: str) -> str:
+    """Validate and normalise a ``[[host]]`` ``name`` (or a location's ``host``).
+
+    Lower-cased, a trailing dot removed. ``"*.example.com"`` is a wildcard for any name
+    below ``example.com``; ``"[::1]"`` and ``"::1"`` are the same IPv6 literal.
+
+    :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
+        but as the whole first label.
+    """
+    host = name.lower()
+    if not host or any(c.isspace() or c == "/" for c in host):
+        raise ValueError("is not a host name")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif host.count(":") == 1:
+        raise ValueError("must not include a port: hosts are compared with the port removed")
+    wildcard = host.startswith("*.")
+    rest = host[2:] if wildcard else host
+    if "*" in rest:
+        raise ValueError("may only use '*' as its whole first label, as in '*.example.com'")
+    rest = rest.rstrip(".")
+    if not rest:
+        raise ValueError("is not a host name")
+    return "*." + rest if wildcard else rest
+
+
+def host_matches(pattern: str, host: str | None) -> bool:
+    """Whether a normalised host matches a pattern from :func:`parse_host_pattern`.
+
+    ``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
+    ``example.com``. No host (``None``) matches nothing.
+    """
+    if host is None:
+        return False
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def route_path(path: str, root_path: str) -> str:
+    """``path`` less a ``root_path`` prefix, exactly as Starlette's ``get_route_path``."""
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    if path[len(root_path)] == "/":
+        return path[len(root_path) :]
+    return path
+
+
+class Host(NamedTuple):
+    """A ``[[host]]`` context."""
+
+    pattern: str
+    entries: tuple[Entry, ...]
+
+
+class Location(NamedTuple):
+    """A ``[[location]]`` context; ``path`` is normalised (no trailing ``/``; ``""`` for root)."""
+
+    path: str
+    host: str | None
+    extensions: tuple[str, ...]
+    entries: tuple[Entry, ...]
+
+    def matches(self, path: str) -> bool:
+        """Whole-segment prefix match, then the extension filter (case-sensitive)."""
+        own = self.path
+        if own and not (path.startswith(own) and (len(path) == len(own) or path[len(own)] == "/")):
+            return False
+        return not self.extensions or path.endswith(self.extensions)
+
+
+def dedupe(entries: Iterable[Entry]) -> list[Entry]:
+    """Keep each handler (by identity) at its first place only."""
+    seen: set[int] = set()
+    kept: list[Entry] = []
+    for entry in entries:
+        if id(entry[1]) not in seen:
+            seen.add(id(entry[1]))
+            kept.append(entry)
+    return kept
+
+
+class _Plan:
+    """What applies under one host, before the path is looked at."""
+
+    __slots__ = ("base", "base_entries", "cache", "locations")
+
+    def __init__(self, base_entries: list[Entry], locations: tuple[Location, ...]) -> None:
+        self.base_entries = base_entries
+        self.base = tuple(entry[1] for entry in base_entries)
+        self.locations = locations
+        self.cache: dict[str, tuple[Handler, ...]] = {}
+
+    def entries(self, path: str) -> list[Entry]:
+        matched = [loc.entries for loc in self.locations if loc.matches(path)]
+        if not matched:
+            return self.base_entries
+        return dedupe([*self.base_entries, *(e for entries in matched for e in entries)])
+
+    def lookup(self, path: str) -> tuple[Handler, ...]:
+        handlers = self.cache.get(path)
+        if handlers is None:
+            entries = self.entries(path)
+            handlers = self.base if entries is self.base_entries else tuple(e[1] for e in entries)
+            if len(path) <= MAX_CACHED_PATH:
+                if len(self.cache) >= PATH_CACHE_SIZE:
+                    self.cache.clear()
+                self.cache[path] = handlers
+        return handlers
+
+
+class Matcher:
+    """All contexts of one settings source, ready to match requests."""
+
+    def __init__(
+        self, server: Sequence[Entry], hosts: Sequence[Host], locations: Sequence[Location]
+    ) -> None:
+        self.server = tuple(dedupe(server))
+        self.hosts = tuple(hosts)
+        # Broader before narrower; sorted() is stable, so ties stay in file order.
+        self.locations = tuple(sorted(locations, key=lambda loc: len(loc.path)))
+        self.uses_host = bool(hosts) or any(loc.host is not None for loc in locations)
+        self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], _Plan] = {}
+
+    def plan(self, host: str | None) -> _Plan:
+        """The (shared) plan for a normalised host, or for no host at all."""
+        host_ids = tuple(i for i, h in enumerate(self.hosts) if host_matches(h.pattern, host))
+        location_ids = tuple(
+            i
+            for i, loc in enumerate(self.locations)
+            if loc.host is None or host_matches(loc.host, host)
+        )
+        key = (host_ids, location_ids)
+        plan = self._plans.get(key)
+        if plan is None:
+            base = dedupe([*self.server, *(e for i in host_ids for e in self.hosts[i].entries)])
+            plan = _Plan(base, tuple(self.locations[i] for i in location_ids))
+            self._plans[key] = plan
+        return plan
+
+    def explain(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
+        """Entries in run order for a raw host value (port allowed) and a full path."""
+        normalized = normalize_host(host) if host else None
+        return list(self.plan(normalized or None).entries(route_path(path, root_path)))
+
+    def build(self) -> DirectivesFor:
+        """The per-request function: ``scope -> tuple of handlers`` in run order."""
+        if not self.hosts and not self.locations:
+            return _constant(self.server_handlers())
+        if not self.uses_host:
+            return _path_only(self.plan(None))
+        return _by_host_and_path(self.plan)
+
+    def server_handlers(self) -> tuple[Handler, ...]:
+        return tuple(entry[1] for entry in self.server)
+
+
+def _constant(handlers: tuple[Handler, ...]) -> DirectivesFor:
+    def directives_for(scope: Scope) -> tuple[Handler, ...]:
+        return handlers
+
+    return directives_for
+
+
+def _path_only(plan: _Plan) -> DirectivesFor:
+    cache = plan.cache
+    lookup = plan.lookup
+
+    def directives_for(scope: Scope) -> tuple[Handler, ...]:
+        path: str = scope["path"]
+        root_path = scope.get("root_path")
+        if root_path:
+            path = route_path(path, root_path)
+        # The cache hit is inlined: a method call would cost as much as the lookup itself.
+        handlers = cache.get(path)
+        return lookup(path) if handlers is None else handlers
+
+    return directives_for
+
+
+def _by_host_and_path(plan_for: Callable[[str | None], _Plan]) -> DirectivesFor:
+    # Keyed by the raw header bytes (or the server's host str), so a hit skips decoding.
+    plans: dict[bytes | str | None, _Plan] = {}
+
+    def directives_for(scope: Scope) -> tuple[Handler, ...]:
+        key: bytes | str | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                key = value
+                break
+        if not key:
+            server = scope.get("server")
+            key = server[0] if server else None
+        plan = plans.get(key)
+        if plan is None:
+            plan = plan_for(_host_from_key(key))
+            if len(plans) >= HOST_CACHE_SIZE:
+                plans.clear()
+            plans[key] = plan
+        if not plan.locations:
+            return plan.base
+        path: str = scope["path"]
+        root_path = scope.get("root_path")
+        if root_path:
+            path = route_path(path, root_path)
+        handlers = plan.cache.get(path)
+        return plan.lookup(path) if handlers is None else handlers
+
+    return directives_for
+
+
+def _host_from_key(key: bytes | str | None) -> str | None:
+    if key is None:
+        return None
+    host = normalize_host(key.decode("latin-1") if isinstance(key, bytes) else key)
+    return host or None

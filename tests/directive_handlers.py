@@ -1,0 +1,25 @@
+"""Directive cleanups for the middleware tests; each records its name and the Outcome."""
+
+from typing import Any
+
+CALLS: list[tuple[str, Any]] = []
+
+
+def close_pools(outcome: Any) -> None:
+    CALLS.append(("close_pools", outcome))
+
+
+async def flush_metrics(outcome: Any) -> None:
+    CALLS.append(("flush_metrics", outcome))
+
+
+def admin_audit(outcome: Any) -> None:
+    CALLS.append(("admin_audit", outcome))
+
+
+def report_error(cleanup: Any, exception: BaseException, outcome: Any) -> None:
+    CALLS.append(("report_error", exception))
+
+
+def failing(outcome: Any) -> None:
+    raise RuntimeError("directive failed")

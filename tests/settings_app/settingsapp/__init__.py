@@ -1,0 +1,1 @@
+"""Handler modules that the settings and CLI tests reference by name."""

@@ -1,0 +1,3 @@
+"""A module without a ``cleanuphandler`` attribute."""
+
+VALUE = 1
