@@ -4,7 +4,8 @@
     python examples/demo.py --once # serve, send one request to each route, then stop
 
 Every cleanup prints what it does, so the order and timing are visible in the terminal:
-the response is out before a slow cleanup ends, and a failing cleanup only reaches the log.
+the response is out before a slow cleanup ends, a failing cleanup only reaches the log, and
+the directive cleanups of examples/cleanup.toml run after the endpoint's own.
 """
 
 import argparse
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from pathlib import Path
 
 import anyio
 import httpx
@@ -69,6 +71,10 @@ async def failing(request: Request) -> PlainTextResponse:
     return PlainTextResponse("fine for the client; the failure goes to the log\n")
 
 
+async def admin(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("admin page; cleanup.toml adds an audit cleanup under /admin\n")
+
+
 async def crash(request: Request) -> PlainTextResponse:
     async def report() -> None:
         outcome = request.scope["cleanup"].outcome
@@ -85,17 +91,21 @@ app = CleanupMiddleware(
             Route("/slow", slow),
             Route("/failing", failing),
             Route("/crash", crash),
+            Route("/admin/users", admin),
         ]
     ),
-    timeout=5.0,
+    settings=Path(__file__).with_name("cleanup.toml"),
 )
+
+
+ROUTES = ("/", "/slow", "/failing", "/crash", "/admin/users")
 
 
 async def visit_each_route(server: uvicorn.Server, base: str) -> None:
     while not server.started:  # noqa: ASYNC110 - uvicorn exposes only this flag
         await asyncio.sleep(0.05)
     async with httpx.AsyncClient(base_url=base) as client:
-        for path in ("/", "/slow", "/failing", "/crash"):
+        for path in ROUTES:
             started = time.monotonic()
             response = await client.get(path)
             log.info(
@@ -117,6 +127,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)-12s %(message)s", datefmt="%H:%M:%S"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     base = f"http://127.0.0.1:{args.port}"
     config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
     server = uvicorn.Server(config)
@@ -128,7 +139,7 @@ def main() -> None:
         asyncio.run(run_once())
         return
     print(f"Serving on {base}; try:")
-    for path in ("/", "/slow", "/failing", "/crash"):
+    for path in ROUTES:
         print(f"  curl -i {base}{path}")
     print("Ctrl+C to stop (shutdown waits for cleanups still running).")
     server.run()
