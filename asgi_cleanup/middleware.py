@@ -1,25 +1,24 @@
-import asyncio
-import contextlib
-import contextvars
 import logging
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from time import perf_counter
 from typing import Any
 
 import anyio
 
+from ._lifespan import serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
+from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .outcome import Outcome
-from .phase import CleanupRunner, ErrorHook
-from .registry import CleanupRegistry, Entry
+from .phase import CleanupRunner, Directive, ErrorHook
+from .registry import CleanupRegistry
 from .settings import load_settings, validate_on_error
 
 logger = logging.getLogger("asgi_cleanup")
 
-Directive = Callable[[Outcome], Any]
 
 _UNSET: Any = object()
 _DEFAULT_TIMEOUT = 5.0
@@ -80,16 +79,14 @@ class CleanupMiddleware:
             option("thread_limit", thread_limit, _DEFAULT_THREAD_LIMIT)
         )
         self.on_error: ErrorHook | None = validate_on_error(option("on_error", on_error, None))
-        self._pool = WorkerPool(self.thread_limit)
-        self._active = 0
-        self._idle_events: list[anyio.Event] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner = CleanupRunner(self.timeout, WorkerPool(self.thread_limit), self.on_error)
+        self._scheduler = PhaseScheduler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
-                await self._lifespan(scope, receive, send)
+                await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
             else:
                 await self.app(scope, receive, send)
             return
@@ -157,11 +154,15 @@ class CleanupMiddleware:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 outcome = Outcome(scope, status, None, complete, disconnected, duration)
                 # The phase runs to its end, then the cancellation is delivered.
-                await self._run_inline(registry, entries, directives, outcome)
+                await self._scheduler.run_inline(
+                    partial(self._runner.run_phase, registry, entries, directives, outcome)
+                )
             else:
                 error = exc if isinstance(exc, Exception) else None
                 outcome = Outcome(scope, status, error, complete, disconnected, duration)
-                self._spawn(registry, entries, directives, outcome)
+                self._scheduler.spawn(
+                    partial(self._runner.run_phase, registry, entries, directives, outcome)
+                )
             raise
 
         entries = registry._freeze()
@@ -169,12 +170,13 @@ class CleanupMiddleware:
         if not entries and not directives:
             return
         outcome = Outcome(scope, status, None, complete, disconnected, perf_counter() - started)
+        phase = partial(self._runner.run_phase, registry, entries, directives, outcome)
         if complete:
-            await self._run_inline(registry, entries, directives, outcome)
+            await self._scheduler.run_inline(phase)
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up.
-            self._spawn(registry, entries, directives, outcome)
+            self._scheduler.spawn(phase)
 
     def _directives(self, scope: Scope, registry: CleanupRegistry) -> tuple[Directive, ...]:
         own = () if self._directives_for is None else self._directives_for(scope)
@@ -189,113 +191,6 @@ class CleanupMiddleware:
                 extra.append(directive)
         return (*own, *extra)
 
-    async def _phase(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> None:
-        try:
-            registry._start(outcome)
-            runner = CleanupRunner(outcome, self.timeout, self._pool, self.on_error)
-            if entries:
-                await runner.run(entries)
-            if directives:
-                await runner.run([(d, (outcome,), {}) for d in reversed(directives)])
-        finally:
-            self._active -= 1
-            if not self._active and self._idle_events:
-                for event in self._idle_events:
-                    event.set()
-                self._idle_events.clear()
-
-    async def _shielded_phase(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> None:
-        # Trio cancels system tasks when the run ends; the phase finishes first.
-        with anyio.CancelScope(shield=True):
-            await self._phase(registry, entries, directives, outcome)
-
-    async def _run_inline(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> None:
-        self._active += 1
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
-            with anyio.CancelScope(shield=True):
-                await self._phase(registry, entries, directives, outcome)
-            return
-        # asyncio: a server may cancel this task natively (Task.cancel()), which no anyio
-        # shield stops. The phase runs in a task of its own (which no cancel scope of ours
-        # reaches) that we wait for, swallowing cancellations of ours until it is done; then
-        # the first one is delivered.
-        task = loop.create_task(self._phase_capturing_exit(registry, entries, directives, outcome))
-        cancelled: asyncio.CancelledError | None = None
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-            # anyio re-cancels a task in a cancelled scope on every loop turn: shield it.
-            with anyio.CancelScope(shield=True):
-                while not task.done():
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(task)
-        exit_exception = task.result()
-        if exit_exception is not None:
-            raise exit_exception
-        if cancelled is not None:
-            raise cancelled
-
-    async def _phase_capturing_exit(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> BaseException | None:
-        # asyncio lets a KeyboardInterrupt or SystemExit out of a task escape the event
-        # loop; hand it to the request task instead, where it surfaces without us.
-        try:
-            await self._phase(registry, entries, directives, outcome)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            return exc
-        return None
-
-    def _spawn(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> None:
-        self._active += 1
-        loop = asyncio._get_running_loop()
-        if loop is not None:
-            task = loop.create_task(self._phase(registry, entries, directives, outcome))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        import trio
-
-        trio.lowlevel.spawn_system_task(
-            self._shielded_phase,
-            registry,
-            entries,
-            directives,
-            outcome,
-            context=contextvars.copy_context(),
-        )
-
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished.
 
@@ -303,52 +198,14 @@ class CleanupMiddleware:
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
         ``shutdown_timeout``.
         """
-        while self._active:
-            event = anyio.Event()
-            self._idle_events.append(event)
-            await event.wait()
+        await self._scheduler.drain()
 
     async def _drain_for_shutdown(self) -> None:
         with anyio.move_on_after(self.shutdown_timeout):
-            await self.drain()
-        if self._active:
+            await self._scheduler.drain()
+        if self._scheduler.active:
             logger.warning(
                 "Shutting down with %d cleanup phase(s) still running after %gs",
-                self._active,
+                self._scheduler.active,
                 self.shutdown_timeout,
             )
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        received: set[str] = set()
-        answered = False
-
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            received.add(message["type"])
-            if message["type"] == "lifespan.shutdown":
-                await self._drain_for_shutdown()
-            return message
-
-        async def lifespan_send(message: Message) -> None:
-            nonlocal answered
-            answered = True
-            await send(message)
-
-        try:
-            await self.app(scope, lifespan_receive, lifespan_send)
-        except Exception as exc:
-            if answered:
-                raise
-            logger.debug("The app rejected the lifespan protocol (%r); answering it", exc)
-        else:
-            if answered:
-                return
-        # The app does not speak lifespan (Django raises on it): answer for it, so the
-        # shutdown drain still happens.
-        if "lifespan.startup" not in received:
-            await receive()
-        await send({"type": "lifespan.startup.complete"})
-        if "lifespan.shutdown" not in received:
-            await receive()
-            await self._drain_for_shutdown()
-        await send({"type": "lifespan.shutdown.complete"})

@@ -14,7 +14,7 @@ import anyio
 from ._describe import describe_callable, describe_request
 from ._threads import WorkerPool, loop_caller
 from .outcome import Outcome
-from .registry import Entry
+from .registry import CleanupRegistry, Entry
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -30,50 +30,66 @@ def is_async_callable(func: Any) -> bool:
 
 
 ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
+Directive = Callable[[Outcome], Any]
 
 
 class CleanupRunner:
-    """Runs cleanups one after another, each isolated from the others and bounded in time.
+    """Runs the cleanup phases of one middleware's requests.
 
+    Cleanups run one after another, each isolated from the others and bounded in time.
     Failures and timeouts are logged at ERROR on the ``asgi_cleanup`` logger, reported to the
     ``on_error`` hook if there is one, and never raised; ``BaseException``s that are not
-    ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate. The runner assumes its
-    caller has shielded it from cancellation.
+    ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate. The caller shields the
+    phase from cancellation.
     """
 
-    __slots__ = ("_on_error", "_outcome", "_pool", "_timeout")
+    __slots__ = ("_on_error", "_pool", "_timeout")
 
     def __init__(
-        self,
-        outcome: Outcome,
-        timeout: float | None,
-        pool: WorkerPool,
-        on_error: ErrorHook | None = None,
+        self, timeout: float | None, pool: WorkerPool, on_error: ErrorHook | None = None
     ) -> None:
-        self._outcome = outcome
         self._timeout = timeout
         self._pool = pool
         self._on_error = on_error
 
-    async def run(self, pending: list[Entry]) -> None:
+    async def run_phase(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        outcome: Outcome,
+    ) -> None:
+        """Freeze-time work is done: set the outcome, run the dynamic cleanups LIFO, then the
+        directive cleanups in order."""
+        registry._start(outcome)
+        if entries:
+            await self.run(entries, outcome)
+        if directives:
+            await self.run([(d, (outcome,), {}) for d in reversed(directives)], outcome)
+
+    async def run(self, pending: list[Entry], outcome: Outcome) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
         while pending:
             if is_async_callable(pending[-1][0]):
                 func, args, kwargs = pending.pop()
-                await self._run_async(func, args, kwargs)
+                await self._run_async(func, args, kwargs, outcome)
             else:
-                await self._run_sync(pending)
+                await self._run_sync(pending, outcome)
 
     async def _run_async(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        outcome: Outcome,
     ) -> None:
         try:
             timed_out = await self._await(func(*args, **kwargs))
         except Exception as exc:
-            await self._failed(func, exc)
+            await self._failed(func, exc, outcome)
         else:
             if timed_out:
-                await self._timed_out(func)
+                await self._timed_out(func, outcome)
 
     async def _await(self, awaitable: Awaitable[Any]) -> bool:
         """Await ``awaitable`` within the timeout; ``True`` if it was cancelled for overrunning."""
@@ -84,9 +100,9 @@ class CleanupRunner:
             await awaitable
         return scope.cancel_called
 
-    async def _run_sync(self, pending: list[Entry]) -> None:
+    async def _run_sync(self, pending: list[Entry], outcome: Outcome) -> None:
         """Run the sync cleanups at the end of ``pending`` in one worker thread."""
-        job = _SyncJob(pending, self._describe_request())
+        job = _SyncJob(pending, describe_request(outcome.scope))
         done = anyio.Event()
         job.notify = functools.partial(loop_caller(), done.set)
         self._pool.submit(job.run)
@@ -96,9 +112,9 @@ class CleanupRunner:
         else:
             abandoned = await self._wait_or_abandon(job, done, self._timeout)
         for func, exc in job.take_failures():
-            await self._failed(func, exc)
+            await self._failed(func, exc, outcome)
         if abandoned is not None:
-            await self._timed_out(abandoned[0], waiting=job.current is None)
+            await self._timed_out(abandoned[0], outcome, waiting=job.current is None)
             return
         if job.fatal is not None:
             raise job.fatal
@@ -107,10 +123,10 @@ class CleanupRunner:
             try:
                 timed_out = await self._await(job.awaitable)
             except Exception as exc:
-                await self._failed(func, exc)
+                await self._failed(func, exc, outcome)
             else:
                 if timed_out:
-                    await self._timed_out(func)
+                    await self._timed_out(func, outcome)
 
     async def _wait_or_abandon(
         self, job: "_SyncJob", done: anyio.Event, limit: float
@@ -139,42 +155,42 @@ class CleanupRunner:
         await done.wait()
         return None
 
-    def _describe_request(self) -> str:
-        return describe_request(self._outcome.scope)
-
-    async def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
+    async def _failed(self, func: Callable[..., Any], exc: BaseException, outcome: Outcome) -> None:
         logger.error(
             "Cleanup %s failed for %s",
             describe_callable(func),
-            self._describe_request(),
+            describe_request(outcome.scope),
             exc_info=exc,
         )
-        await self._report(func, exc)
+        await self._report(func, exc, outcome)
 
-    async def _timed_out(self, func: Callable[..., Any], waiting: bool = False) -> None:
+    async def _timed_out(
+        self, func: Callable[..., Any], outcome: Outcome, waiting: bool = False
+    ) -> None:
         reason = "waiting for a free worker thread" if waiting else "and was abandoned"
         logger.error(
             "Cleanup %s timed out after %gs %s for %s",
             describe_callable(func),
             self._timeout,
             reason,
-            self._describe_request(),
+            describe_request(outcome.scope),
         )
-        await self._report(func, TimeoutError(f"cleanup timed out after {self._timeout:g}s"))
+        error = TimeoutError(f"cleanup timed out after {self._timeout:g}s")
+        await self._report(func, error, outcome)
 
-    async def _report(self, func: Callable[..., Any], exc: BaseException) -> None:
+    async def _report(self, func: Callable[..., Any], exc: BaseException, outcome: Outcome) -> None:
         hook = self._on_error
         if hook is None:
             return
         try:
-            result = hook(func, exc, self._outcome)
+            result = hook(func, exc, outcome)
             if inspect.isawaitable(result) and await self._await(result):
                 raise TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
         except Exception as hook_exc:
             logger.error(
                 "on_error hook %s failed for %s",
                 describe_callable(hook),
-                self._describe_request(),
+                describe_request(outcome.scope),
                 exc_info=hook_exc,
             )
 

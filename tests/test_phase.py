@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from raw import call, respond
+from raw import call, http_scope, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Receive, Scope, Send
@@ -283,7 +283,9 @@ async def test_timeout_none_lets_a_cleanup_take_its_time() -> None:
 
 
 @pytest.mark.anyio
-async def test_abandoned_sync_cleanup_keeps_its_thread_slot_until_it_returns() -> None:
+async def test_abandoned_sync_cleanup_keeps_its_thread_slot_until_it_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     release = threading.Event()
     started: list[float] = []
 
@@ -293,16 +295,26 @@ async def test_abandoned_sync_cleanup_keeps_its_thread_slot_until_it_returns() -
     def quick() -> None:
         started.append(time.monotonic())
 
-    middleware = CleanupMiddleware(app_registering((blocking,)), thread_limit=1, timeout=0.05)
-    await call(middleware)  # abandons `blocking`, which still holds the only thread
-    quick_app = CleanupMiddleware(app_registering((quick,)), thread_limit=1)
-    quick_app._pool = middleware._pool
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(call, quick_app)
-        await anyio.sleep(0.2)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(blocking if scope["path"] == "/blocking" else quick)
+        for message in respond():
+            await send(message)
+
+    middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1)
+    try:
+        await call(middleware, http_scope("/blocking"))  # abandons `blocking` in its thread
+        # The only worker thread is still taken: `quick` cannot start within its timeout.
+        await call(middleware, http_scope("/quick"))
         assert started == []
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("quick timed out" in m and "waiting for a free worker" in m for m in messages)
         release.set()
-    assert len(started) == 1
+        with anyio.fail_after(5):
+            while not started:
+                await call(middleware, http_scope("/quick"))
+        assert len(started) == 1
+    finally:
+        release.set()
 
 
 @pytest.mark.anyio

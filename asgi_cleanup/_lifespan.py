@@ -1,0 +1,55 @@
+"""The lifespan protocol, passed through with a drain before shutdown."""
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("asgi_cleanup")
+
+
+async def serve_lifespan(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    before_shutdown: Callable[[], Awaitable[None]],
+) -> None:
+    """Pass a lifespan scope to ``app``, awaiting ``before_shutdown()`` when the server asks
+    for shutdown and before the app hears of it.
+
+    An app that does not speak lifespan (it raises before sending any lifespan message, as
+    Django's ``ASGIHandler`` does, or returns without sending one) gets the protocol answered
+    for it, so ``before_shutdown`` still runs. Anything else the app does is passed through.
+    """
+    received: set[str] = set()
+    answered = False
+
+    async def lifespan_receive() -> Message:
+        message = await receive()
+        received.add(message["type"])
+        if message["type"] == "lifespan.shutdown":
+            await before_shutdown()
+        return message
+
+    async def lifespan_send(message: Message) -> None:
+        nonlocal answered
+        answered = True
+        await send(message)
+
+    try:
+        await app(scope, lifespan_receive, lifespan_send)
+    except Exception as exc:
+        if answered:
+            raise
+        logger.debug("The app rejected the lifespan protocol (%r); answering it", exc)
+    else:
+        if answered:
+            return
+    if "lifespan.startup" not in received:
+        await receive()
+    await send({"type": "lifespan.startup.complete"})
+    if "lifespan.shutdown" not in received:
+        await receive()
+        await before_shutdown()
+    await send({"type": "lifespan.shutdown.complete"})
