@@ -23,3 +23,11 @@ def report_error(cleanup: Any, exception: BaseException, outcome: Any) -> None:
 
 def failing(outcome: Any) -> None:
     raise RuntimeError("directive failed")
+
+
+def admin_first(outcome: Any) -> None:
+    CALLS.append(("first", outcome))
+
+
+async def deep_second(outcome: Any) -> None:
+    CALLS.append(("second", outcome))

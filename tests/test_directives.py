@@ -188,3 +188,77 @@ async def test_nested_middleware_adds_its_directives_after_the_outer_ones_once()
         "close_pools",
         "admin_audit",
     ]
+
+
+CONTEXTS = """
+handlers = ["directive_handlers:close_pools"]
+
+[[host]]
+name = "api.example.com"
+handlers = ["directive_handlers:flush_metrics", "directive_handlers:close_pools"]
+
+[[host]]
+name = "*.example.com"
+handlers = ["directive_handlers:admin_audit"]
+
+[[location]]
+path = "/reports"
+extensions = [".csv"]
+handlers = ["directive_handlers:flush_metrics"]
+
+[[location]]
+path = "/admin/deep"
+handlers = ["directive_handlers:deep_second"]
+
+[[location]]
+path = "/admin"
+host = "api.example.com"
+handlers = ["directive_handlers:admin_audit", "directive_handlers:admin_first"]
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("host", "path", "expected"),
+    [
+        pytest.param("other.org", "/", ["close_pools"], id="server-wide only"),
+        pytest.param(
+            "API.example.com:8443",
+            "/",
+            ["close_pools", "flush_metrics", "admin_audit"],
+            id="host, port and case ignored, wildcard too, each once",
+        ),
+        pytest.param(
+            "a.b.example.com", "/", ["close_pools", "admin_audit"], id="wildcard subdomain"
+        ),
+        pytest.param("example.com", "/", ["close_pools"], id="wildcard needs a subdomain"),
+        pytest.param(
+            "other.org", "/reports/q3.csv", ["close_pools", "flush_metrics"], id="extension"
+        ),
+        pytest.param("other.org", "/reports/q3.json", ["close_pools"], id="other extension"),
+        pytest.param(
+            "api.example.com",
+            "/admin/deep/x",
+            [
+                "close_pools",
+                "flush_metrics",
+                "admin_audit",
+                "first",
+                "second",
+            ],
+            id="broader location before narrower",
+        ),
+        pytest.param(
+            "other.org", "/admin/deep", ["close_pools", "second"], id="location host restriction"
+        ),
+        pytest.param("other.org", "/administrator", ["close_pools"], id="whole segments only"),
+    ],
+)
+async def test_directive_contexts_through_the_middleware(
+    tmp_path: Path, host: str, path: str, expected: list[str]
+) -> None:
+    settings = tmp_path / "cleanup.toml"
+    settings.write_text(CONTEXTS)
+    scope = http_scope(path, headers=[(b"host", host.encode())])
+    await call(CleanupMiddleware(app, settings=settings), scope)
+    assert [name for name, _ in CALLS] == ["dynamic", *expected]
