@@ -2,7 +2,6 @@
 count of phases not yet finished that ``drain()`` and the lifespan shutdown wait for."""
 
 import asyncio
-import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,31 +32,14 @@ class PhaseScheduler:
         A cancellation that arrives meanwhile is delivered once the phase has finished.
         """
         self._active += 1
-        loop = asyncio._get_running_loop()
-        if loop is None:
+        if asyncio._get_running_loop() is None:
             # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
             with anyio.CancelScope(shield=True):
                 await self._tracked(phase)
-            return
-        # asyncio: a server may cancel this task natively (Task.cancel()), which no anyio
-        # shield stops. The phase runs in a task of its own (which no cancel scope of the
-        # request reaches) that we wait for, swallowing cancellations until it is done.
-        task = loop.create_task(self._capturing_exit(phase))
-        cancelled: asyncio.CancelledError | None = None
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError as exc:
-            cancelled = exc
-            # anyio re-cancels a task in a cancelled scope on every loop turn: shield it.
-            with anyio.CancelScope(shield=True):
-                while not task.done():
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(task)
-        exit_exception = task.result()
-        if exit_exception is not None:
-            raise exit_exception
-        if cancelled is not None:
-            raise cancelled
+        else:
+            # asyncio: the phase holds cancellations of this task (native ones included,
+            # which no anyio shield stops) until it has finished.
+            await self._tracked(phase)
 
     def spawn(self, phase: Phase) -> None:
         """Start ``phase`` in a task of its own and return at once."""
@@ -93,12 +75,3 @@ class PhaseScheduler:
         # Trio cancels system tasks when the run ends; the phase finishes first.
         with anyio.CancelScope(shield=True):
             await self._tracked(phase)
-
-    async def _capturing_exit(self, phase: Phase) -> BaseException | None:
-        # asyncio lets a KeyboardInterrupt or SystemExit out of a task escape the event
-        # loop; hand it to the request task instead, where it surfaces as without us.
-        try:
-            await self._tracked(phase)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            return exc
-        return None

@@ -1,0 +1,121 @@
+"""The cleanup phase on any anyio backend (used on trio), inside the caller's shield.
+
+Each async cleanup is awaited within ``anyio.move_on_after(timeout)``; sync cleanups run in
+the middleware's worker threads, one thread hop per run of consecutive ones.
+"""
+
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import anyio
+
+from ._calls import is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._describe import describe_request
+from ._sync_jobs import SyncJob
+from ._threads import WorkerPool, loop_caller
+from .outcome import Outcome
+from .registry import Entry
+
+
+class AnyioPhase:
+    """One request's cleanup phase. Failures and timeouts are logged and reported to the
+    ``on_error`` hook; ``BaseException``s that are not ``Exception`` propagate."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        timeout: float | None,
+        pool: WorkerPool,
+        on_error: Callable[..., Any] | None,
+    ) -> None:
+        self._outcome = outcome
+        self._timeout = timeout
+        self._pool = pool
+        self._on_error = on_error
+
+    async def run(self, pending: list[Entry]) -> None:
+        """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
+        while pending:
+            if is_async_callable(pending[-1][0]):
+                func, args, kwargs = pending.pop()
+                try:
+                    timed_out = await self._await(func(*args, **kwargs))
+                except Exception as exc:
+                    await self._failed(func, exc)
+                else:
+                    if timed_out:
+                        await self._timed_out(func)
+            else:
+                await self._run_sync(pending)
+
+    async def _await(self, awaitable: Awaitable[Any]) -> bool:
+        """Await ``awaitable`` within the timeout; ``True`` if it was cancelled for overrunning."""
+        if self._timeout is None:
+            await awaitable
+            return False
+        with anyio.move_on_after(self._timeout) as scope:
+            await awaitable
+        return scope.cancel_called
+
+    async def _run_sync(self, pending: list[Entry]) -> None:
+        scope = self._outcome.scope
+        job = SyncJob(pending, contextvars.copy_context(), describe_request(scope))
+        done = anyio.Event()
+        job.notify = partial(loop_caller(), done.set)
+        self._pool.submit(job.run)
+        abandoned = None
+        timeout = self._timeout
+        if timeout is None:
+            await done.wait()
+        else:
+            wait = timeout
+            while True:
+                with anyio.move_on_after(wait):
+                    await done.wait()
+                if done.is_set():
+                    break
+                overdue = job.overdue(timeout)
+                if overdue is None:
+                    await done.wait()
+                    break
+                wait, abandoned = overdue
+                if abandoned is not None:
+                    break
+        for func, exc in job.take_failures():
+            await self._failed(func, exc)
+        if abandoned is not None:
+            await self._timed_out(abandoned[0], waiting=job.current is None)
+            return
+        if job.fatal is not None:
+            raise job.fatal
+        if job.awaitable is not None and job.current is not None:
+            func = job.current[0]
+            try:
+                timed_out = await self._await(job.awaitable)
+            except Exception as exc:
+                await self._failed(func, exc)
+            else:
+                if timed_out:
+                    await self._timed_out(func)
+
+    async def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
+        log_failure(func, exc, self._outcome.scope)
+        await self._report(func, exc)
+
+    async def _timed_out(self, func: Callable[..., Any], waiting: bool = False) -> None:
+        log_timeout(func, self._timeout, self._outcome.scope, waiting)
+        await self._report(func, TimeoutError(f"cleanup timed out after {self._timeout:g}s"))
+
+    async def _report(self, func: Callable[..., Any], exc: BaseException) -> None:
+        hook = self._on_error
+        if hook is None:
+            return
+        try:
+            result = hook(func, exc, self._outcome)
+            if inspect.isawaitable(result) and await self._await(result):
+                raise TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
+        except Exception as hook_exc:
+            log_hook_failure(hook, hook_exc, self._outcome.scope)

@@ -1,0 +1,341 @@
+"""The cleanup phase on asyncio, cheap when cleanups do not suspend.
+
+A server may cancel the request's task natively (``Task.cancel()``), which no anyio shield
+stops, and the phase must finish first. So the request's task never waits on a cleanup's own
+futures, only on ours, where a cancellation is caught and held until the phase ends.
+
+An async cleanup's first step runs at once, as an eagerly started task's does (Python 3.12's
+``eager_start``): the current task is switched to an idle *worker task* for the step. Most
+cleanups finish there, with no task, timer or cancel scope set up. One that suspends is
+handed, as it stands, to that worker task, which goes on with it under a timeout; anything
+the step bound to "the current task" (cancel scopes, ``asyncio.timeout``) is bound to the
+worker, which is where it ends.
+"""
+
+import asyncio
+import contextvars
+import time
+import types
+from asyncio import CancelledError, Future
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Awaitable, Callable, Generator
+from functools import partial
+from typing import Any
+
+import anyio
+
+from ._calls import is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._describe import describe_request
+from ._sync_jobs import SyncJob
+from ._threads import WorkerPool
+from .outcome import Outcome
+from .registry import Entry
+
+# How long past its timeout a cancelled cleanup may take to stop before it is left behind.
+ABANDON_GRACE = 1.0
+# Idle worker tasks kept per event loop; more are made when needed, and end after their job.
+MAX_IDLE_WORKERS = 32
+
+_TIMED_OUT: Any = object()
+
+
+class _Completion:
+    """A one-shot signal, set on the event loop; waiting for it survives cancellation."""
+
+    __slots__ = ("finished", "value", "waiter")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.value: Any = None
+        self.waiter: Future[None] | None = None
+
+    def set(self, value: Any = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.value = value
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+@types.coroutine
+def _resume(
+    coro: "types.CoroutineType[Any, Any, Any]", yielded: Any, context: contextvars.Context
+) -> Generator[Any, Any, None]:
+    """``yield from coro`` for a coroutine whose first step gave ``yielded``, each further step
+    run in ``context``."""
+    run = context.run
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = run(coro.throw, exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = run(coro.send, value)
+            except StopIteration:
+                return
+
+
+class WorkerTasks:
+    """The idle worker tasks of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.idle: list[_Worker] = []
+
+    def take(self) -> "_Worker":
+        return self.idle.pop() if self.idle else _Worker(self)
+
+
+class _Worker:
+    """A task that waits for cleanups that suspended, and sees each to its end."""
+
+    __slots__ = ("inbox", "pool", "task")
+
+    def __init__(self, pool: WorkerTasks) -> None:
+        self.pool = pool
+        self.inbox: Future[tuple[Any, ...]] = pool.loop.create_future()
+        # An empty context: a worker must not keep the context of the request that made it.
+        self.task = pool.loop.create_task(self._serve(), context=contextvars.Context())
+
+    def release(self) -> None:
+        """The worker was lent for a step that finished: back to the idle list."""
+        if len(self.pool.idle) < MAX_IDLE_WORKERS:
+            self.pool.idle.append(self)
+        else:
+            self.inbox.cancel()
+
+    def continue_with(self, job: tuple[Any, ...]) -> None:
+        self.inbox.set_result(job)
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                coro, yielded, context, deadline, done = await self.inbox
+            except CancelledError:
+                return  # dismissed: too many idle workers
+            self.inbox = self.pool.loop.create_future()
+            timeout = asyncio.timeout_at(deadline)
+            try:
+                async with timeout:
+                    await _resume(coro, yielded, context)
+            except TimeoutError as exc:
+                done.set(_TIMED_OUT if timeout.expired() else exc)
+            except CancelledError:
+                done.set(CancelledError("the event loop is shutting down"))
+                raise
+            except BaseException as exc:  # KeyboardInterrupt too: the request task raises it
+                done.set(exc)
+            else:
+                done.set(None)
+            if len(self.pool.idle) >= MAX_IDLE_WORKERS:
+                return
+            self.pool.idle.append(self)
+
+
+class AsyncioPhase:
+    """One request's cleanup phase on asyncio. ``run`` never raises a cancellation of the
+    request task: it holds the first one in ``cancelled`` for the caller to deliver."""
+
+    __slots__ = (
+        "_context",
+        "_loop",
+        "_on_error",
+        "_outcome",
+        "_pool",
+        "_shield",
+        "_task",
+        "_timeout",
+        "_workers",
+        "cancelled",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        workers: WorkerTasks,
+        outcome: Outcome,
+        timeout: float | None,
+        pool: WorkerPool,
+        on_error: Callable[..., Any] | None,
+    ) -> None:
+        self._loop = loop
+        self._workers = workers
+        task = asyncio.current_task(loop)
+        assert task is not None, "the cleanup phase runs in a task"
+        self._task: asyncio.Task[Any] = task
+        self._outcome = outcome
+        self._timeout = timeout
+        self._pool = pool
+        self._on_error = on_error
+        self._context = contextvars.copy_context()
+        self._shield: anyio.CancelScope | None = None
+        self.cancelled: CancelledError | None = None
+
+    def close(self) -> None:
+        if self._shield is not None:
+            self._shield.__exit__(None, None, None)
+            self._shield = None
+
+    async def run(self, pending: list[Entry]) -> None:
+        """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
+        while pending:
+            if is_async_callable(pending[-1][0]):
+                func, args, kwargs = pending.pop()
+                result = await self._call_async(func, args, kwargs)
+                if result is not None:
+                    await self._report(func, result)
+            else:
+                await self._run_sync(pending)
+
+    async def _call_async(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call and await ``func``; ``None``, or the exception it raised, or ``_TIMED_OUT``."""
+        context = self._context
+        try:
+            awaitable = context.run(func, *args, **kwargs)
+        except Exception as exc:
+            return exc
+        return await self._await(awaitable)
+
+    async def _await(self, awaitable: Awaitable[Any]) -> Any:
+        if type(awaitable) is not types.CoroutineType:
+            awaitable = _as_coroutine(awaitable)
+        loop = self._loop
+        request_task = self._task
+        worker = self._workers.take()
+        started = time.monotonic()
+        _leave_task(loop, request_task)
+        _enter_task(loop, worker.task)
+        try:
+            yielded = self._context.run(awaitable.send, None)
+        except StopIteration:
+            worker.release()
+            return None
+        except Exception as exc:
+            worker.release()
+            return exc
+        except BaseException:
+            worker.release()
+            raise
+        finally:
+            _leave_task(loop, worker.task)
+            _enter_task(loop, request_task)
+        # It suspended: the worker goes on with it, under the timeout.
+        done = _Completion()
+        timeout = self._timeout
+        loop_deadline = (
+            None if timeout is None else loop.time() + timeout - (time.monotonic() - started)
+        )
+        worker.continue_with((awaitable, yielded, self._context, loop_deadline, done))
+        if timeout is None:
+            await self._wait(done, None)
+        elif not await self._wait(done, started + timeout + ABANDON_GRACE):
+            return _TIMED_OUT  # it did not stop when cancelled: left behind
+        value = done.value
+        if isinstance(value, BaseException) and not isinstance(value, Exception):
+            raise value
+        return value
+
+    async def _wait(self, done: _Completion, deadline: float | None) -> bool:
+        """Wait for ``done`` until ``deadline`` (``time.monotonic()``); ``True`` if it is set.
+
+        A cancellation of the request task is caught and kept for the end of the phase.
+        """
+        loop = self._loop
+        while not done.finished:
+            handle = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                waiter = done.waiter = loop.create_future()
+                handle = loop.call_later(left, _wake, waiter)
+            else:
+                waiter = done.waiter = loop.create_future()
+            try:
+                await waiter
+            except CancelledError as exc:
+                if self.cancelled is None:
+                    self.cancelled = exc
+                if self._shield is None:
+                    # anyio re-cancels a task in a cancelled scope on every loop turn.
+                    self._shield = anyio.CancelScope(shield=True)
+                    self._shield.__enter__()
+            finally:
+                done.waiter = None
+                if handle is not None:
+                    handle.cancel()
+        return True
+
+    async def _run_sync(self, pending: list[Entry]) -> None:
+        scope = self._outcome.scope
+        job = SyncJob(pending, self._context.copy(), describe_request(scope))
+        done = _Completion()
+        job.notify = partial(self._loop.call_soon_threadsafe, done.set)
+        self._pool.submit(job.run)
+        abandoned = None
+        timeout = self._timeout
+        if timeout is None:
+            await self._wait(done, None)
+        else:
+            while not await self._wait(done, job.started_at + timeout):
+                overdue = job.overdue(timeout)
+                if overdue is None:
+                    await self._wait(done, None)
+                    break
+                if overdue[1] is not None:
+                    abandoned = overdue[1]
+                    break
+        for func, exc in job.take_failures():
+            await self._report(func, exc)
+        if abandoned is not None:
+            await self._report(abandoned[0], _TIMED_OUT, waiting=job.current is None)
+            return
+        if job.fatal is not None:
+            raise job.fatal
+        if job.awaitable is not None and job.current is not None:
+            func = job.current[0]
+            result = await self._await(job.awaitable)
+            if result is not None:
+                await self._report(func, result)
+
+    async def _report(self, func: Callable[..., Any], result: Any, waiting: bool = False) -> None:
+        scope = self._outcome.scope
+        if result is _TIMED_OUT:
+            log_timeout(func, self._timeout, scope, waiting)
+            exc: BaseException = TimeoutError(f"cleanup timed out after {self._timeout:g}s")
+        else:
+            log_failure(func, result, scope)
+            exc = result
+        hook = self._on_error
+        if hook is None:
+            return
+        try:
+            hook_result = self._context.run(hook, func, exc, self._outcome)
+        except Exception as hook_exc:
+            log_hook_failure(hook, hook_exc, scope)
+            return
+        if hook_result is not None and hasattr(hook_result, "__await__"):
+            outcome = await self._await(hook_result)
+            if outcome is _TIMED_OUT:
+                outcome = TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
+            if outcome is not None:
+                log_hook_failure(hook, outcome, scope)
+
+
+def _wake(waiter: Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable

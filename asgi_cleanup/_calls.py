@@ -1,0 +1,60 @@
+"""What every cleanup path shares: telling async callables apart, and the log records."""
+
+import functools
+import inspect
+import logging
+import types
+from collections.abc import Callable
+from typing import Any
+
+from ._describe import describe_callable, describe_request
+from ._types import Scope
+from .outcome import Outcome
+
+logger = logging.getLogger("asgi_cleanup")
+
+ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
+Directive = Callable[[Outcome], Any]
+
+_CO_COROUTINE = inspect.CO_COROUTINE
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine: coroutine functions, objects whose
+    ``__call__`` is one, and ``functools.partial`` of either."""
+    if type(func) is types.FunctionType and not func.__dict__:
+        # The common case, without inspect's unwrapping (a function with attributes may
+        # carry inspect.markcoroutinefunction's marker: it takes the long way).
+        return bool(func.__code__.co_flags & _CO_COROUTINE)
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself is what we inspect
+    )
+
+
+def log_failure(func: Callable[..., Any], exc: BaseException, scope: Scope) -> None:
+    logger.error(
+        "Cleanup %s failed for %s", describe_callable(func), describe_request(scope), exc_info=exc
+    )
+
+
+def log_timeout(
+    func: Callable[..., Any], timeout: float | None, scope: Scope, waiting: bool = False
+) -> None:
+    logger.error(
+        "Cleanup %s timed out after %gs %s for %s",
+        describe_callable(func),
+        timeout,
+        "waiting for a free worker thread" if waiting else "and was abandoned",
+        describe_request(scope),
+    )
+
+
+def log_hook_failure(hook: Callable[..., Any], exc: BaseException, scope: Scope) -> None:
+    logger.error(
+        "on_error hook %s failed for %s",
+        describe_callable(hook),
+        describe_request(scope),
+        exc_info=exc,
+    )

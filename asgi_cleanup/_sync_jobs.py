@@ -1,0 +1,102 @@
+"""A run of consecutive sync cleanups, executed in one worker thread."""
+
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import Context
+from typing import Any
+
+from ._calls import is_async_callable
+from ._describe import describe_callable
+from .registry import Entry
+
+logger = logging.getLogger("asgi_cleanup")
+
+
+class SyncJob:
+    """Runs the sync cleanups at the end of a pending list in one worker thread.
+
+    The thread pops each entry just before running it, so every entry is run once, by the
+    thread or later by the event loop. Failures are collected for the event loop to report.
+    The event loop may abandon the job when the running cleanup overruns its timeout; the
+    thread then starts nothing more, and logs a later failure of that cleanup itself. A
+    cleanup returning an awaitable ends the job: the event loop awaits it.
+    """
+
+    def __init__(self, pending: list[Entry], context: Context, request: str) -> None:
+        """``context`` must be this job's own: an abandoned job may still be running in it."""
+        self.pending = pending
+        self.current: Entry | None = None  # the cleanup running now (or last run)
+        self.started_at = time.monotonic()
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.finished = False
+        self.awaitable: Awaitable[Any] | None = None
+        self.fatal: BaseException | None = None
+        self.notify: Callable[[], Any] = _noop
+        self._failures: list[tuple[Callable[..., Any], Exception]] = []
+        self._context = context
+        self._request = request
+
+    def take_failures(self) -> list[tuple[Callable[..., Any], Exception]]:
+        with self.lock:
+            failures, self._failures = self._failures, []
+            return failures
+
+    def overdue(self, timeout: float) -> tuple[float, Entry | None] | None:
+        """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
+        the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished)."""
+        with self.lock:
+            if self.finished:
+                return None
+            left = self.started_at + timeout - time.monotonic()
+            if left > 0:
+                return left, None
+            self.abandoned = True
+            if self.current is not None:
+                return 0, self.current
+            # No thread was free in time: the next cleanup is given up unrun.
+            return 0, self.pending.pop()
+
+    def run(self) -> None:
+        try:
+            self._context.run(self._run)
+        except BaseException as exc:  # re-raised on the event loop, not lost in this thread
+            self.fatal = exc
+        with self.lock:
+            self.finished = True
+        with contextlib.suppress(Exception):  # the event loop is gone: nobody waits any more
+            self.notify()
+
+    def _run(self) -> None:
+        pending = self.pending
+        while True:
+            with self.lock:
+                if self.abandoned or not pending or is_async_callable(pending[-1][0]):
+                    return
+                self.current = func, args, kwargs = pending.pop()
+                self.started_at = time.monotonic()
+            try:
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                with self.lock:
+                    if not self.abandoned:
+                        self._failures.append((func, exc))
+                        continue
+                logger.error(
+                    "Cleanup %s failed after it was abandoned for %s",
+                    describe_callable(func),
+                    self._request,
+                    exc_info=exc,
+                )
+                return
+            if inspect.isawaitable(result):
+                self.awaitable = result
+                return
+
+
+def _noop() -> None:
+    pass

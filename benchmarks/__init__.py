@@ -1,0 +1,1 @@
+"""Benchmarks for asgi-cleanup: ``python -m benchmarks`` runs them and prints ratios."""

@@ -1,0 +1,141 @@
+"""The apps compared in-process: a Starlette hello world, bare and under each contender.
+
+Every scenario answers the same request with the same response; what differs is what runs
+after it (nothing, one or ten async or sync no-op calls) and what arranges that.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask, BackgroundTasks
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from asgi_cleanup import CleanupMiddleware
+from asgi_cleanup._types import ASGIApp, Message, Receive, Scope, Send
+
+
+async def async_noop() -> None:
+    pass
+
+
+def sync_noop() -> None:
+    pass
+
+
+def directive_noop(outcome: Any) -> None:
+    pass
+
+
+async def async_directive_noop(outcome: Any) -> None:
+    pass
+
+
+def starlette_app(endpoint: Callable[[Request], Any]) -> Starlette:
+    return Starlette(routes=[Route("/", endpoint)])
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("Hello, world!")
+
+
+def registering(func: Callable[[], Any], count: int) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        register = request.scope["cleanup"].register
+        for _ in range(count):
+            register(func)
+        return PlainTextResponse("Hello, world!")
+
+    return endpoint
+
+
+def background(func: Callable[[], Any], count: int) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        if count == 1:
+            task: BackgroundTask = BackgroundTask(func)
+        else:
+            task = BackgroundTasks()
+            for _ in range(count):
+                task.add_task(func)
+        return PlainTextResponse("Hello, world!", background=task)
+
+    return endpoint
+
+
+class StatusWatchingMiddleware:
+    """The floor for any middleware that must see the response: it wraps ``send``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = None
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watched_send)
+
+
+class AfterResponseMiddleware(BaseHTTPMiddleware):
+    """What users hand-write today: a BaseHTTPMiddleware calling a function afterwards."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.background = BackgroundTask(async_noop)
+        return response
+
+
+def directive_settings() -> dict[str, Any]:
+    """20 locations and 5 hosts, of which one server-wide directive matches the request."""
+    return {
+        "handlers": ["benchmarks.scenarios:directive_noop"],
+        "host": [
+            {"name": f"tenant{i}.example.com", "handlers": ["benchmarks.scenarios:directive_noop"]}
+            for i in range(5)
+        ],
+        "location": [
+            {"path": f"/area{i}", "handlers": ["benchmarks.scenarios:async_directive_noop"]}
+            for i in range(20)
+        ],
+    }
+
+
+def scenarios() -> dict[str, ASGIApp]:
+    """Name -> app; the names are what the report refers to."""
+    return {
+        "bare": starlette_app(hello),
+        "send-watching middleware": StatusWatchingMiddleware(starlette_app(hello)),
+        "nothing registered": CleanupMiddleware(starlette_app(hello)),
+        "directive lookup, 20 locations + 5 hosts": CleanupMiddleware(
+            starlette_app(hello), settings=directive_settings()
+        ),
+        "BackgroundTask, 1 async": starlette_app(background(async_noop, 1)),
+        "1 async cleanup": CleanupMiddleware(starlette_app(registering(async_noop, 1))),
+        "BackgroundTasks, 10 async": starlette_app(background(async_noop, 10)),
+        "10 async cleanups": CleanupMiddleware(starlette_app(registering(async_noop, 10))),
+        "BackgroundTask, 1 sync": starlette_app(background(sync_noop, 1)),
+        "1 sync cleanup": CleanupMiddleware(starlette_app(registering(sync_noop, 1))),
+        "10 sync cleanups": CleanupMiddleware(starlette_app(registering(sync_noop, 10))),
+        "BaseHTTPMiddleware, 1 async": AfterResponseMiddleware(starlette_app(hello)),
+    }
+
+
+# (scenario, anchor, bar): the scenario's median time is at most `bar` times the anchor's.
+TARGETS: list[tuple[str, str, float]] = [
+    ("nothing registered", "send-watching middleware", 1.03),
+    ("directive lookup, 20 locations + 5 hosts", "nothing registered", 1.02),
+    ("1 async cleanup", "BackgroundTask, 1 async", 1.02),
+    ("10 async cleanups", "BackgroundTasks, 10 async", 1.10),
+    ("1 sync cleanup", "BackgroundTask, 1 sync", 1.05),
+    ("10 sync cleanups", "1 sync cleanup", 1.20),
+]
