@@ -20,7 +20,7 @@ from asyncio import CancelledError, Future
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -81,6 +81,13 @@ def _resume(
                 yielded = run(coro.send, value)
             except StopIteration:
                 return
+
+
+class _Suspended(NamedTuple):
+    coro: "types.CoroutineType[Any, Any, Any]"
+    yielded: Any
+    worker: "_Worker"
+    started: float
 
 
 class WorkerTasks:
@@ -187,28 +194,34 @@ class AsyncioPhase:
     async def run(self, pending: list[Entry]) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
         while pending:
-            if is_async_callable(pending[-1][0]):
-                func, args, kwargs = pending.pop()
-                result = await self._call_async(func, args, kwargs)
-                if result is not None:
-                    await self._report(func, result)
-            else:
+            if not is_async_callable(pending[-1][0]):
                 await self._run_sync(pending)
-
-    async def _call_async(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Call and await ``func``; ``None``, or the exception it raised, or ``_TIMED_OUT``."""
-        context = self._context
-        try:
-            awaitable = context.run(func, *args, **kwargs)
-        except Exception as exc:
-            return exc
-        return await self._await(awaitable)
+                continue
+            func, args, kwargs = pending.pop()
+            try:
+                awaitable = self._context.run(func, *args, **kwargs)
+            except Exception as exc:
+                await self._report(func, exc)
+                continue
+            result = self._step(awaitable)
+            if type(result) is _Suspended:
+                result = await self._finish(result)
+            if result is not None:
+                await self._report(func, result)
 
     async def _await(self, awaitable: Awaitable[Any]) -> Any:
-        if type(awaitable) is not types.CoroutineType:
-            awaitable = _as_coroutine(awaitable)
+        """Await ``awaitable``; ``None``, or the exception it raised, or ``_TIMED_OUT``."""
+        result = self._step(awaitable)
+        if type(result) is _Suspended:
+            result = await self._finish(result)
+        return result
+
+    def _step(self, awaitable: Awaitable[Any]) -> Any:
+        """Run the first step of ``awaitable`` as a worker task would, here and now.
+
+        Returns ``None`` if it finished, the exception it raised, or a ``_Suspended``.
+        """
+        coro = awaitable if type(awaitable) is types.CoroutineType else _as_coroutine(awaitable)
         loop = self._loop
         request_task = self._task
         worker = self._workers.take()
@@ -216,7 +229,7 @@ class AsyncioPhase:
         _leave_task(loop, request_task)
         _enter_task(loop, worker.task)
         try:
-            yielded = self._context.run(awaitable.send, None)
+            yielded = self._context.run(coro.send, None)
         except StopIteration:
             worker.release()
             return None
@@ -229,13 +242,19 @@ class AsyncioPhase:
         finally:
             _leave_task(loop, worker.task)
             _enter_task(loop, request_task)
-        # It suspended: the worker goes on with it, under the timeout.
+        return _Suspended(coro, yielded, worker, started)
+
+    async def _finish(self, suspended: "_Suspended") -> Any:
+        """Hand a suspended cleanup to its worker task and wait, within the timeout."""
         done = _Completion()
         timeout = self._timeout
-        loop_deadline = (
-            None if timeout is None else loop.time() + timeout - (time.monotonic() - started)
+        started = suspended.started
+        deadline = None
+        if timeout is not None:
+            deadline = self._loop.time() + timeout - (time.monotonic() - started)
+        suspended.worker.continue_with(
+            (suspended.coro, suspended.yielded, self._context, deadline, done)
         )
-        worker.continue_with((awaitable, yielded, self._context, loop_deadline, done))
         if timeout is None:
             await self._wait(done, None)
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
@@ -337,5 +356,8 @@ def _wake(waiter: Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+def _as_coroutine(awaitable: Awaitable[Any]) -> "types.CoroutineType[Any, Any, Any]":
+    async def wrapper() -> Any:
+        return await awaitable
+
+    return wrapper()  # type: ignore[return-value]  # a coroutine function's call is one

@@ -1,18 +1,19 @@
-"""Where a cleanup phase runs: inline in the request's task, or in a task of its own, and the
-count of phases not yet finished that ``drain()`` and the lifespan shutdown wait for."""
+"""The cleanup phases not yet finished, which ``drain()`` and the lifespan shutdown wait
+for; and the tasks of their own that phases run in when the app raised or left its response
+unfinished."""
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio
 
-Phase = Callable[[], Awaitable[None]]
+Phase = Coroutine[Any, Any, None]
 
 
 class PhaseScheduler:
-    """Runs cleanup phases shielded from cancellation and tracks those still running."""
+    """Tracks the cleanup phases running or pending, and starts phases in tasks of their own."""
 
     __slots__ = ("_active", "_idle_events", "_tasks")
 
@@ -26,23 +27,19 @@ class PhaseScheduler:
         """Phases running or pending."""
         return self._active
 
-    async def run_inline(self, phase: Phase) -> None:
-        """Run ``phase`` to its end before returning, whatever cancels the calling task.
-
-        A cancellation that arrives meanwhile is delivered once the phase has finished.
-        """
+    def started(self) -> None:
+        """A phase is starting in the caller's task; ``finished()`` must follow."""
         self._active += 1
-        if asyncio._get_running_loop() is None:
-            # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
-            with anyio.CancelScope(shield=True):
-                await self._tracked(phase)
-        else:
-            # asyncio: the phase holds cancellations of this task (native ones included,
-            # which no anyio shield stops) until it has finished.
-            await self._tracked(phase)
+
+    def finished(self) -> None:
+        self._active -= 1
+        if not self._active and self._idle_events:
+            for event in self._idle_events:
+                event.set()
+            self._idle_events.clear()
 
     def spawn(self, phase: Phase) -> None:
-        """Start ``phase`` in a task of its own and return at once."""
+        """Run the coroutine ``phase`` in a task of its own; return at once."""
         self._active += 1
         loop = asyncio._get_running_loop()
         if loop is not None:
@@ -52,7 +49,7 @@ class PhaseScheduler:
             return
         import trio
 
-        trio.lowlevel.spawn_system_task(self._shielded, phase, context=contextvars.copy_context())
+        trio.lowlevel.spawn_system_task(self._tracked, phase, context=contextvars.copy_context())
 
     async def drain(self) -> None:
         """Wait until every phase running or pending has finished."""
@@ -63,15 +60,6 @@ class PhaseScheduler:
 
     async def _tracked(self, phase: Phase) -> None:
         try:
-            await phase()
+            await phase
         finally:
-            self._active -= 1
-            if not self._active and self._idle_events:
-                for event in self._idle_events:
-                    event.set()
-                self._idle_events.clear()
-
-    async def _shielded(self, phase: Phase) -> None:
-        # Trio cancels system tasks when the run ends; the phase finishes first.
-        with anyio.CancelScope(shield=True):
-            await self._tracked(phase)
+            self.finished()

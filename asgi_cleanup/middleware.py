@@ -1,7 +1,6 @@
 import logging
 import os
 from collections.abc import Callable, Mapping
-from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -14,7 +13,7 @@ from ._threads import WorkerPool
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .outcome import Outcome
 from .phase import CleanupRunner, Directive, ErrorHook
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, Entry
 from .settings import load_settings, validate_on_error
 
 logger = logging.getLogger("asgi_cleanup")
@@ -154,29 +153,44 @@ class CleanupMiddleware:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 outcome = Outcome(scope, status, None, complete, disconnected, duration)
                 # The phase runs to its end, then the cancellation is delivered.
-                await self._scheduler.run_inline(
-                    partial(self._runner.run_phase, registry, entries, directives, outcome)
-                )
+                await self._run_inline(registry, entries, directives, outcome)
             else:
                 error = exc if isinstance(exc, Exception) else None
                 outcome = Outcome(scope, status, error, complete, disconnected, duration)
                 self._scheduler.spawn(
-                    partial(self._runner.run_phase, registry, entries, directives, outcome)
+                    self._runner.run_phase(registry, entries, directives, outcome)
                 )
             raise
 
         entries = registry._freeze()
-        directives = self._directives(scope, registry)
+        directives_for = self._directives_for
+        directives = () if directives_for is None else directives_for(scope)
+        if registry._nested_directives is not None:
+            directives = self._directives(scope, registry)
         if not entries and not directives:
             return
         outcome = Outcome(scope, status, None, complete, disconnected, perf_counter() - started)
-        phase = partial(self._runner.run_phase, registry, entries, directives, outcome)
         if complete:
-            await self._scheduler.run_inline(phase)
+            await self._run_inline(registry, entries, directives, outcome)
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up.
-            self._scheduler.spawn(phase)
+            self._scheduler.spawn(self._runner.run_phase(registry, entries, directives, outcome))
+
+    async def _run_inline(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        outcome: Outcome,
+    ) -> None:
+        # run_phase itself holds back cancellations until the phase has finished.
+        scheduler = self._scheduler
+        scheduler.started()
+        try:
+            await self._runner.run_phase(registry, entries, directives, outcome)
+        finally:
+            scheduler.finished()
 
     def _directives(self, scope: Scope, registry: CleanupRegistry) -> tuple[Directive, ...]:
         own = () if self._directives_for is None else self._directives_for(scope)

@@ -5,7 +5,8 @@ do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere 
 """
 
 import asyncio
-from typing import Any
+
+import anyio
 
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import AsyncioPhase, WorkerTasks
@@ -46,28 +47,30 @@ class CleanupRunner:
     ) -> None:
         """Set the outcome, run the dynamic cleanups (LIFO), then the directive cleanups.
 
-        On asyncio a cancellation of the calling task is held until the phase has finished,
-        then raised; elsewhere the caller shields the phase.
+        The phase is shielded from cancellation: one that arrives meanwhile (a native
+        ``Task.cancel()`` on asyncio too) is delivered once it has finished.
         """
         registry._start(outcome)
         loop = asyncio._get_running_loop()
-        phase: Any
         if loop is None:
-            phase = AnyioPhase(outcome, self._timeout, self._pool, self._on_error)
-        else:
-            if loop is not self._loop:
-                self._loop, self._workers = loop, WorkerTasks(loop)
-            assert self._workers is not None
-            phase = AsyncioPhase(
-                loop, self._workers, outcome, self._timeout, self._pool, self._on_error
-            )
+            # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
+            with anyio.CancelScope(shield=True):
+                anyio_phase = AnyioPhase(outcome, self._timeout, self._pool, self._on_error)
+                if entries:
+                    await anyio_phase.run(entries)
+                if directives:
+                    await anyio_phase.run([(d, (outcome,), {}) for d in reversed(directives)])
+            return
+        workers = self._workers
+        if loop is not self._loop or workers is None:
+            self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
+        phase = AsyncioPhase(loop, workers, outcome, self._timeout, self._pool, self._on_error)
         try:
             if entries:
                 await phase.run(entries)
             if directives:
                 await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
         finally:
-            if loop is not None:
-                phase.close()
-        if loop is not None and phase.cancelled is not None:
+            phase.close()
+        if phase.cancelled is not None:
             raise phase.cancelled

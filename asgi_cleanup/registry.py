@@ -27,14 +27,13 @@ class CleanupRegistry:
     frozen: later registrations are ignored with a WARNING on the ``asgi_cleanup`` logger.
     """
 
-    __slots__ = ("_entries", "_frozen", "_nested_directives", "_outcome")
-
-    def __init__(self) -> None:
-        self._entries: list[Entry] | None = None
-        self._frozen = False
-        self._outcome: Outcome | None = None
-        # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
-        self._nested_directives: list[Callable[[Outcome], Any]] | None = None
+    # Class-level defaults instead of an __init__: a registry is made for every request, and
+    # most requests never touch it.
+    _entries: list[Entry] | None = None
+    _frozen = False
+    _outcome: Outcome | None = None
+    # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
+    _nested_directives: list[Callable[[Outcome], Any]] | None = None
 
     def register(
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -92,9 +91,13 @@ class CleanupRegistry:
 
     def _freeze(self) -> list[Entry] | None:
         """Close the registry and hand over its entries; the caller pops them as they run."""
-        with _lock:
-            self._frozen = True
-            return self._entries
+        self._frozen = True
+        if _lock.locked():
+            # A register() may be past its check of _frozen: let it finish first. One that
+            # takes the lock from now on sees _frozen set.
+            with _lock:
+                return self._entries
+        return self._entries
 
     def _start(self, outcome: Outcome) -> None:
         self._outcome = outcome
