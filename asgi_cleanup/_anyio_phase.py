@@ -12,10 +12,10 @@ from typing import Any
 
 import anyio
 
-from ._calls import is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._calls import PhaseConfig, is_async_callable, log_failure, log_hook_failure, log_timeout
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
-from ._threads import WorkerPool, loop_caller
+from ._threads import loop_caller
 from .outcome import Outcome
 from .registry import Entry
 
@@ -24,17 +24,11 @@ class AnyioPhase:
     """One request's cleanup phase. Failures and timeouts are logged and reported to the
     ``on_error`` hook; ``BaseException``s that are not ``Exception`` propagate."""
 
-    def __init__(
-        self,
-        outcome: Outcome,
-        timeout: float | None,
-        pool: WorkerPool,
-        on_error: Callable[..., Any] | None,
-    ) -> None:
+    def __init__(self, outcome: Outcome, config: PhaseConfig) -> None:
         self._outcome = outcome
-        self._timeout = timeout
-        self._pool = pool
-        self._on_error = on_error
+        self._timeout = config.timeout
+        self._pool = config.pool
+        self._on_error = config.on_error
 
     async def run(self, pending: list[Entry]) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""

@@ -24,12 +24,11 @@ from typing import Any, NamedTuple
 
 import anyio
 
-from ._calls import is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._calls import PhaseConfig, is_async_callable, log_failure, log_hook_failure, log_timeout
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
-from ._threads import WorkerPool
 from .outcome import Outcome
-from .registry import Entry
+from .registry import CleanupRegistry, Entry
 
 # How long past its timeout a cancelled cleanup may take to stop before it is left behind.
 ABANDON_GRACE = 1.0
@@ -148,64 +147,92 @@ class _Worker:
 
 
 class AsyncioPhase:
-    """One request's cleanup phase on asyncio. ``run`` never raises a cancellation of the
-    request task: it holds the first one in ``cancelled`` for the caller to deliver."""
+    """One request's cleanup phase on asyncio.
 
-    __slots__ = (
-        "_context",
-        "_loop",
-        "_on_error",
-        "_outcome",
-        "_pool",
-        "_shield",
-        "_task",
-        "_timeout",
-        "_workers",
-        "cancelled",
-    )
+    ``run_phase`` holds back a cancellation of the request task until the phase has finished,
+    then raises it.
+    """
+
+    __slots__ = ("_config", "_loop", "_registry", "_shield", "_task", "_workers", "cancelled")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         workers: WorkerTasks,
-        outcome: Outcome,
-        timeout: float | None,
-        pool: WorkerPool,
-        on_error: Callable[..., Any] | None,
+        registry: CleanupRegistry,
+        config: PhaseConfig,
     ) -> None:
         self._loop = loop
         self._workers = workers
         task = asyncio.current_task(loop)
         assert task is not None, "the cleanup phase runs in a task"
         self._task: asyncio.Task[Any] = task
-        self._outcome = outcome
-        self._timeout = timeout
-        self._pool = pool
-        self._on_error = on_error
-        self._context = contextvars.copy_context()
+        self._registry = registry
+        self._config = config
         self._shield: anyio.CancelScope | None = None
         self.cancelled: CancelledError | None = None
 
-    def close(self) -> None:
-        if self._shield is not None:
-            self._shield.__exit__(None, None, None)
-            self._shield = None
+    @property
+    def _outcome(self) -> Outcome:
+        outcome = self._registry.outcome
+        assert outcome is not None, "registry._start() comes before the phase"
+        return outcome
+
+    async def run_phase(self, entries: list[Entry] | None, directives: tuple[Any, ...]) -> None:
+        """Run the dynamic cleanups (LIFO), then the directive cleanups."""
+        try:
+            if entries:
+                await self.run(entries)
+            if directives:
+                outcome = self._outcome
+                await self.run([(d, (outcome,), {}) for d in reversed(directives)])
+        finally:
+            if self._shield is not None:
+                self._shield.__exit__(None, None, None)
+        if self.cancelled is not None:
+            raise self.cancelled
 
     async def run(self, pending: list[Entry]) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
+        loop = self._loop
+        request_task = self._task
+        idle = self._workers.idle
         while pending:
             if not is_async_callable(pending[-1][0]):
                 await self._run_sync(pending)
                 continue
             func, args, kwargs = pending.pop()
             try:
-                awaitable = self._context.run(func, *args, **kwargs)
+                awaitable = func(*args, **kwargs)
             except Exception as exc:
                 await self._report(func, exc)
                 continue
-            result = self._step(awaitable)
-            if type(result) is _Suspended:
-                result = await self._finish(result)
+            if type(awaitable) is not types.CoroutineType:
+                result = await self._await(awaitable)
+            else:
+                # The first step, as the worker task (see the module's docstring).
+                worker = idle.pop() if idle else _Worker(self._workers)
+                suspended = None
+                _leave_task(loop, request_task)
+                _enter_task(loop, worker.task)
+                try:
+                    yielded = awaitable.send(None)
+                except StopIteration:
+                    worker.release()
+                    continue
+                except Exception as exc:
+                    worker.release()
+                    result = exc
+                except BaseException:
+                    worker.release()
+                    raise
+                else:
+                    suspended = _Suspended(awaitable, yielded, worker, time.monotonic())
+                finally:
+                    _leave_task(loop, worker.task)
+                    _enter_task(loop, request_task)
+                if suspended is not None:
+                    result = await self._finish(suspended)
             if result is not None:
                 await self._report(func, result)
 
@@ -229,7 +256,7 @@ class AsyncioPhase:
         _leave_task(loop, request_task)
         _enter_task(loop, worker.task)
         try:
-            yielded = self._context.run(coro.send, None)
+            yielded = coro.send(None)
         except StopIteration:
             worker.release()
             return None
@@ -247,14 +274,14 @@ class AsyncioPhase:
     async def _finish(self, suspended: "_Suspended") -> Any:
         """Hand a suspended cleanup to its worker task and wait, within the timeout."""
         done = _Completion()
-        timeout = self._timeout
+        timeout = self._config.timeout
         started = suspended.started
         deadline = None
         if timeout is not None:
             deadline = self._loop.time() + timeout - (time.monotonic() - started)
-        suspended.worker.continue_with(
-            (suspended.coro, suspended.yielded, self._context, deadline, done)
-        )
+        # Its further steps run in a copy of the context its first step ran in.
+        context = contextvars.copy_context()
+        suspended.worker.continue_with((suspended.coro, suspended.yielded, context, deadline, done))
         if timeout is None:
             await self._wait(done, None)
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
@@ -297,12 +324,12 @@ class AsyncioPhase:
 
     async def _run_sync(self, pending: list[Entry]) -> None:
         scope = self._outcome.scope
-        job = SyncJob(pending, self._context.copy(), describe_request(scope))
+        job = SyncJob(pending, contextvars.copy_context(), describe_request(scope))
         done = _Completion()
         job.notify = partial(self._loop.call_soon_threadsafe, done.set)
-        self._pool.submit(job.run)
+        self._config.pool.submit(job.run)
         abandoned = None
-        timeout = self._timeout
+        timeout = self._config.timeout
         if timeout is None:
             await self._wait(done, None)
         else:
@@ -330,23 +357,23 @@ class AsyncioPhase:
     async def _report(self, func: Callable[..., Any], result: Any, waiting: bool = False) -> None:
         scope = self._outcome.scope
         if result is _TIMED_OUT:
-            log_timeout(func, self._timeout, scope, waiting)
-            exc: BaseException = TimeoutError(f"cleanup timed out after {self._timeout:g}s")
+            log_timeout(func, self._config.timeout, scope, waiting)
+            exc: BaseException = TimeoutError(f"cleanup timed out after {self._config.timeout:g}s")
         else:
             log_failure(func, result, scope)
             exc = result
-        hook = self._on_error
+        hook = self._config.on_error
         if hook is None:
             return
         try:
-            hook_result = self._context.run(hook, func, exc, self._outcome)
+            hook_result = hook(func, exc, self._outcome)
         except Exception as hook_exc:
             log_hook_failure(hook, hook_exc, scope)
             return
         if hook_result is not None and hasattr(hook_result, "__await__"):
             outcome = await self._await(hook_result)
             if outcome is _TIMED_OUT:
-                outcome = TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
+                outcome = TimeoutError(f"on_error hook timed out after {self._config.timeout:g}s")
             if outcome is not None:
                 log_hook_failure(hook, outcome, scope)
 

@@ -5,9 +5,10 @@ import inspect
 import logging
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._describe import describe_callable, describe_request
+from ._threads import WorkerPool
 from ._types import Scope
 from .outcome import Outcome
 
@@ -17,6 +18,14 @@ ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
 Directive = Callable[[Outcome], Any]
 
 _CO_COROUTINE = inspect.CO_COROUTINE
+
+
+class PhaseConfig(NamedTuple):
+    """A middleware's settings for its cleanup phases."""
+
+    timeout: float | None
+    pool: WorkerPool
+    on_error: ErrorHook | None
 
 
 def is_async_callable(func: Any) -> bool:

@@ -11,9 +11,8 @@ from ._options import validate_thread_limit, validate_timeout
 from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .outcome import Outcome
 from .phase import CleanupRunner, Directive, ErrorHook
-from .registry import CleanupRegistry, Entry
+from .registry import CleanupRegistry
 from .settings import load_settings, validate_on_error
 
 logger = logging.getLogger("asgi_cleanup")
@@ -110,6 +109,16 @@ class CleanupMiddleware:
         async def watched_send(message: Message) -> None:
             nonlocal status, complete, disconnected, trailers
             kind = message["type"]
+            if kind == "http.response.body":  # the most frequent message first
+                try:
+                    await send(message)
+                except Exception:
+                    if not complete:
+                        disconnected = True
+                    raise
+                if not trailers and not message.get("more_body", False):
+                    complete = True
+                return
             if kind == "http.response.start" or kind == "websocket.http.response.start":
                 status = message["status"]
                 trailers = message.get("trailers", False)
@@ -119,12 +128,10 @@ class CleanupMiddleware:
                 if not complete:
                     disconnected = True
                 raise
-            if kind == "http.response.body" or kind == "websocket.http.response.body":
-                if not trailers and not message.get("more_body", False):
-                    complete = True
-            elif (
+            if (
                 kind == "websocket.close"
                 or kind == "http.response.pathsend"
+                or (kind == "websocket.http.response.body" and not message.get("more_body", False))
                 or (kind == "http.response.trailers" and not message.get("more_trailers", False))
                 or (kind == "http.response.zerocopysend" and not message.get("more_body", False))
             ):
@@ -151,15 +158,18 @@ class CleanupMiddleware:
             if not entries and not directives:
                 raise
             if isinstance(exc, anyio.get_cancelled_exc_class()):
-                outcome = Outcome(scope, status, None, complete, disconnected, duration)
+                registry._start((scope, status, None, complete, disconnected, duration))
                 # The phase runs to its end, then the cancellation is delivered.
-                await self._run_inline(registry, entries, directives, outcome)
+                scheduler = self._scheduler
+                scheduler.started()
+                try:
+                    await self._runner.run_phase(registry, entries, directives)
+                finally:
+                    scheduler.finished()
             else:
                 error = exc if isinstance(exc, Exception) else None
-                outcome = Outcome(scope, status, error, complete, disconnected, duration)
-                self._scheduler.spawn(
-                    self._runner.run_phase(registry, entries, directives, outcome)
-                )
+                registry._start((scope, status, error, complete, disconnected, duration))
+                self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 
         entries = registry._freeze()
@@ -169,28 +179,19 @@ class CleanupMiddleware:
             directives = self._directives(scope, registry)
         if not entries and not directives:
             return
-        outcome = Outcome(scope, status, None, complete, disconnected, perf_counter() - started)
+        registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
         if complete:
-            await self._run_inline(registry, entries, directives, outcome)
+            # run_phase holds back cancellations of this task until the phase has finished.
+            scheduler = self._scheduler
+            scheduler.started()
+            try:
+                await self._runner.run_phase(registry, entries, directives)
+            finally:
+                scheduler.finished()
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up.
-            self._scheduler.spawn(self._runner.run_phase(registry, entries, directives, outcome))
-
-    async def _run_inline(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        outcome: Outcome,
-    ) -> None:
-        # run_phase itself holds back cancellations until the phase has finished.
-        scheduler = self._scheduler
-        scheduler.started()
-        try:
-            await self._runner.run_phase(registry, entries, directives, outcome)
-        finally:
-            scheduler.finished()
+            self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
 
     def _directives(self, scope: Scope, registry: CleanupRegistry) -> tuple[Directive, ...]:
         own = () if self._directives_for is None else self._directives_for(scope)

@@ -10,9 +10,8 @@ import anyio
 
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import AsyncioPhase, WorkerTasks
-from ._calls import Directive, ErrorHook
+from ._calls import Directive, ErrorHook, PhaseConfig
 from ._threads import WorkerPool
-from .outcome import Outcome
 from .registry import CleanupRegistry, Entry
 
 __all__ = ["CleanupRunner", "Directive", "ErrorHook"]
@@ -27,14 +26,12 @@ class CleanupRunner:
     ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate.
     """
 
-    __slots__ = ("_loop", "_on_error", "_pool", "_timeout", "_workers")
+    __slots__ = ("_config", "_loop", "_workers")
 
     def __init__(
         self, timeout: float | None, pool: WorkerPool, on_error: ErrorHook | None = None
     ) -> None:
-        self._timeout = timeout
-        self._pool = pool
-        self._on_error = on_error
+        self._config = PhaseConfig(timeout, pool, on_error)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None
 
@@ -43,34 +40,26 @@ class CleanupRunner:
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
-        outcome: Outcome,
     ) -> None:
-        """Set the outcome, run the dynamic cleanups (LIFO), then the directive cleanups.
+        """Run the dynamic cleanups (LIFO), then the directive cleanups, with the outcome
+        ``registry._start()`` was given.
 
         The phase is shielded from cancellation: one that arrives meanwhile (a native
         ``Task.cancel()`` on asyncio too) is delivered once it has finished.
         """
-        registry._start(outcome)
         loop = asyncio._get_running_loop()
         if loop is None:
             # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
             with anyio.CancelScope(shield=True):
-                anyio_phase = AnyioPhase(outcome, self._timeout, self._pool, self._on_error)
+                outcome = registry.outcome
+                assert outcome is not None
+                phase = AnyioPhase(outcome, self._config)
                 if entries:
-                    await anyio_phase.run(entries)
+                    await phase.run(entries)
                 if directives:
-                    await anyio_phase.run([(d, (outcome,), {}) for d in reversed(directives)])
+                    await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
             return
         workers = self._workers
         if loop is not self._loop or workers is None:
             self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
-        phase = AsyncioPhase(loop, workers, outcome, self._timeout, self._pool, self._on_error)
-        try:
-            if entries:
-                await phase.run(entries)
-            if directives:
-                await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
-        finally:
-            phase.close()
-        if phase.cancelled is not None:
-            raise phase.cancelled
+        await AsyncioPhase(loop, workers, registry, self._config).run_phase(entries, directives)

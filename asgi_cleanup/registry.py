@@ -32,6 +32,8 @@ class CleanupRegistry:
     _entries: list[Entry] | None = None
     _frozen = False
     _outcome: Outcome | None = None
+    # The Outcome's fields, set when cleanups start; the Outcome is built on first use.
+    _outcome_fields: tuple[Any, ...] | None = None
     # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
     _nested_directives: list[Callable[[Outcome], Any]] | None = None
 
@@ -78,7 +80,10 @@ class CleanupRegistry:
     @property
     def outcome(self) -> Outcome | None:
         """How the request ended; ``None`` until cleanups start."""
-        return self._outcome
+        outcome = self._outcome
+        if outcome is None and self._outcome_fields is not None:
+            outcome = self._outcome = Outcome(*self._outcome_fields)
+        return outcome
 
     def __len__(self) -> int:
         """The number of dynamic cleanups registered and not yet run."""
@@ -99,8 +104,9 @@ class CleanupRegistry:
                 return self._entries
         return self._entries
 
-    def _start(self, outcome: Outcome) -> None:
-        self._outcome = outcome
+    def _start(self, outcome_fields: tuple[Any, ...]) -> None:
+        """Cleanups start: ``outcome`` becomes an ``Outcome`` of these fields."""
+        self._outcome_fields = outcome_fields
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
         if self._nested_directives is None:
