@@ -10,3 +10,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# What CleanupMiddleware accepts as the app it wraps: any ASGI callable, whatever types its
+# framework gives scope, receive and send (Litestar and Quart use their own TypedDicts).
+AnyASGIApp = Callable[[Any, Any, Any], Awaitable[Any]]

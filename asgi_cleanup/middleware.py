@@ -10,7 +10,7 @@ from ._lifespan import serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
 from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
-from ._types import ASGIApp, Message, Receive, Scope, Send
+from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .phase import CleanupRunner, Directive, ErrorHook
 from .registry import CleanupRegistry
 from .settings import load_settings, validate_on_error
@@ -46,7 +46,7 @@ class CleanupMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: AnyASGIApp,
         *,
         settings: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         timeout: float | None = _UNSET,
@@ -56,7 +56,7 @@ class CleanupMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
-        self.app = app
+        self.app: AnyASGIApp = app
         options: Mapping[str, Any] = {}
         self._directives_for: Callable[[Scope], tuple[Directive, ...]] | None = None
         if settings is not None:

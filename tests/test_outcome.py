@@ -160,3 +160,13 @@ def test_outcome_is_read_only() -> None:
     outcome = Outcome(http_scope(), 200, None, True, False, 0.1)
     with pytest.raises(AttributeError):
         outcome.status = 500  # type: ignore[misc]
+
+
+def test_outcome_repr_shows_no_header_or_query_string() -> None:
+    scope = http_scope(
+        "/account", query_string=b"token=secret-1", headers=[(b"cookie", b"session=secret-2")]
+    )
+    text = repr(Outcome(scope, 200, None, True, False, 0.25))
+    assert "/account" in text
+    assert "status=200" in text
+    assert "secret" not in text

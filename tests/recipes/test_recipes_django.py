@@ -1,0 +1,161 @@
+"""examples/recipes/django_project: Django's ASGI handler wrapped in CleanupMiddleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from types import SimpleNamespace
+
+import anyio
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.test import override_settings
+from django.urls import path
+from django_project.asgi import application, django_application
+from recipe_support import Message, cleanups_run, client_for, lifespan
+
+from asgi_cleanup import Outcome
+from asgi_cleanup.django import cleanup_registry
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Django's ASGIHandler is asyncio only (asgiref, asyncio.create_task and asyncio.wait).
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _log_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/", "hello from an async view\n"), ("/sync", "hello from a sync view\n")],
+)
+async def test_django_recipe_views_register_cleanups_that_run_after_the_response(
+    path: str, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with client_for(application) as client:
+        response = await client.get(path)
+
+    assert response.status_code == 200
+    assert response.text == body
+    assert cleanups_run(caplog) == [
+        ("dynamic", path, 200, None, True),
+        ("directive", path, 200, None, True),
+    ]
+
+
+async def test_django_recipe_sees_the_500_that_django_makes_of_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Django turns the view's exception into its 500 response: the app call does not raise.
+    async with client_for(application) as client:
+        response = await client.get("/error")
+
+    assert response.status_code == 500
+    assert cleanups_run(caplog) == [
+        ("dynamic", "/error", 500, None, True),
+        ("directive", "/error", 500, None, True),
+    ]
+
+
+async def test_django_recipe_lifespan_is_answered_for_django_which_rejects_it() -> None:
+    assert await lifespan(application) == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+
+
+# A view that sets a context variable: Django runs each view in a task of its own, so the
+# value never reaches the cleanups, which run in the middleware's task.
+REQUEST_USER = contextvars.ContextVar("REQUEST_USER", default="nobody")
+seen_by_cleanup: list[tuple[str, str]] = []
+
+
+async def view_setting_a_contextvar(request: HttpRequest) -> HttpResponse:
+    REQUEST_USER.set("alice")
+
+    async def cleanup(user_passed: str) -> None:
+        seen_by_cleanup.append((REQUEST_USER.get(), user_passed))
+
+    cleanup_registry(request).register(cleanup, REQUEST_USER.get())
+    return HttpResponse("ok")
+
+
+async def slow_view(request: HttpRequest) -> HttpResponse:
+    cleanup = cleanup_registry(request)
+
+    async def record_outcome() -> None:
+        seen_outcomes.append(cleanup.outcome)
+
+    cleanup.register(record_outcome)
+    await asyncio.sleep(10)  # the client leaves first: Django cancels this view
+    return HttpResponse("never sent")
+
+
+seen_outcomes: list[Outcome | None] = []
+
+urlpatterns = [path("contextvar", view_setting_a_contextvar), path("slow", slow_view)]
+
+
+async def test_django_context_set_in_a_view_does_not_reach_cleanups_but_arguments_do() -> None:
+    seen_by_cleanup.clear()
+    with override_settings(ROOT_URLCONF=__name__):
+        async with client_for(application) as client:
+            response = await client.get("/contextvar")
+
+    assert response.status_code == 200
+    assert seen_by_cleanup == [("nobody", "alice")]
+
+
+async def test_django_helper_without_the_middleware_says_how_to_install_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with client_for(django_application) as client:  # Django's handler, unwrapped
+        response = await client.get("/")
+
+    assert response.status_code == 500
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert record.exc_info is not None
+    assert "CleanupMiddleware(get_asgi_application())" in str(record.exc_info[1])
+
+
+def test_django_helper_on_a_request_without_a_scope_says_it_was_not_served_over_asgi() -> None:
+    wsgi_request = SimpleNamespace(method="GET", path="/")  # no .scope, as a WSGIRequest
+
+    with pytest.raises(RuntimeError, match="not served over ASGI"):
+        cleanup_registry(wsgi_request)
+
+
+async def test_django_view_cancelled_by_a_client_disconnect_still_gets_its_cleanups() -> None:
+    seen_outcomes.clear()
+    messages = iter([{"type": "http.request", "body": b""}, {"type": "http.disconnect"}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/slow", "raw_path": b"/slow", "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"testserver")],
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}  # fmt: skip
+    with override_settings(ROOT_URLCONF=__name__), anyio.fail_after(5):
+        await application(scope, receive, send)
+        await application.drain()
+
+    assert sent == []
+    [outcome] = seen_outcomes
+    assert outcome is not None
+    assert (outcome.status, outcome.response_complete, outcome.client_disconnected) == (
+        None,
+        False,
+        True,
+    )
