@@ -1,11 +1,13 @@
-"""The cleanup phase on any anyio backend (used on trio), inside the caller's shield.
+"""The cleanup phase on any anyio backend (used on trio), shielded from cancellation.
 
-Each async cleanup is awaited within ``anyio.move_on_after(timeout)``; sync cleanups run in
-the middleware's worker threads, one thread hop per run of consecutive ones.
+Async cleanups are awaited in a shielded cancel scope whose deadline follows each one's
+timeout; sync cleanups run in the middleware's worker threads, one thread hop per run of
+consecutive ones.
 """
 
 import contextvars
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -29,21 +31,51 @@ class AnyioPhase:
         self._timeout = config.timeout
         self._pool = config.pool
         self._on_error = config.on_error
+        self._running: Callable[..., Any] | None = None  # the async cleanup running now
 
     async def run(self, pending: list[Entry]) -> None:
-        """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
+        """Run and remove the entries of ``pending`` from its end (so in LIFO order).
+
+        One shielded cancel scope serves a whole run of cleanups: its deadline is moved to
+        each async cleanup's own. A scope cannot be un-cancelled, so after a timeout the rest
+        runs in a new one.
+        """
         while pending:
-            if is_async_callable(pending[-1][0]):
-                func, args, kwargs = pending.pop()
-                try:
-                    timed_out = await self._await(func(*args, **kwargs))
-                except Exception as exc:
-                    await self._failed(func, exc)
-                else:
-                    if timed_out:
-                        await self._timed_out(func)
-            else:
+            overran = None
+            with anyio.CancelScope(shield=True) as scope:
+                overran = await self._run_until_timeout(pending, scope)
+            if scope.cancelled_caught:
+                overran = self._running
+            if overran is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._timed_out(overran)
+
+    async def _run_until_timeout(
+        self, pending: list[Entry], scope: anyio.CancelScope
+    ) -> Callable[..., Any] | None:
+        """Run cleanups until ``pending`` is empty, or return the one that overran its timeout
+        (or let its cancellation out, to ``scope``)."""
+        timeout = self._timeout
+        while pending:
+            if not is_async_callable(pending[-1][0]):
+                scope.deadline = math.inf
                 await self._run_sync(pending)
+                continue
+            func, args, kwargs = pending.pop()
+            self._running = func
+            if timeout is not None:
+                scope.deadline = anyio.current_time() + timeout
+            try:
+                await func(*args, **kwargs)
+            except Exception as exc:
+                if scope.cancel_called:
+                    return func
+                scope.deadline = math.inf
+                await self._failed(func, exc)
+                continue
+            if scope.cancel_called:  # it caught its cancellation and carried on
+                return func
+        return None
 
     async def _await(self, awaitable: Awaitable[Any]) -> bool:
         """Await ``awaitable`` within the timeout; ``True`` if it was cancelled for overrunning."""

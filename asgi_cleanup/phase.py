@@ -6,8 +6,6 @@ do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere 
 
 import asyncio
 
-import anyio
-
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import AsyncioPhase, WorkerTasks
 from ._calls import Directive, ErrorHook, PhaseConfig
@@ -49,15 +47,15 @@ class CleanupRunner:
         """
         loop = asyncio._get_running_loop()
         if loop is None:
-            # Trio: cancellation only ever comes through cancel scopes, so a shield is enough.
-            with anyio.CancelScope(shield=True):
-                outcome = registry.outcome
-                assert outcome is not None
-                phase = AnyioPhase(outcome, self._config)
-                if entries:
-                    await phase.run(entries)
-                if directives:
-                    await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
+            # Trio: cancellation only ever comes through cancel scopes, which the phase's
+            # shielded scopes keep out.
+            outcome = registry.outcome
+            assert outcome is not None
+            phase = AnyioPhase(outcome, self._config)
+            if entries:
+                await phase.run(entries)
+            if directives:
+                await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
             return
         workers = self._workers
         if loop is not self._loop or workers is None:
