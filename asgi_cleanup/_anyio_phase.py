@@ -5,7 +5,6 @@ timeout; sync cleanups run in the middleware's worker threads, one thread hop pe
 consecutive ones.
 """
 
-import contextvars
 import inspect
 import math
 from collections.abc import Awaitable, Callable
@@ -14,7 +13,15 @@ from typing import Any
 
 import anyio
 
-from ._calls import PhaseConfig, is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._calls import (
+    PhaseConfig,
+    as_coroutine,
+    is_async_callable,
+    log_failure,
+    log_hook_failure,
+    log_timeout,
+    run_in_context,
+)
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
 from ._threads import loop_caller
@@ -61,12 +68,12 @@ class AnyioPhase:
                 scope.deadline = math.inf
                 await self._run_sync(pending)
                 continue
-            func, args, kwargs = pending.pop()
+            func, args, kwargs, context = pending.pop()
             self._running = func
             if timeout is not None:
                 scope.deadline = anyio.current_time() + timeout
             try:
-                await func(*args, **kwargs)
+                await run_in_context(as_coroutine(context.run(func, *args, **kwargs)), context)
             except Exception as exc:
                 if scope.cancel_called:
                     return func
@@ -88,7 +95,7 @@ class AnyioPhase:
 
     async def _run_sync(self, pending: list[Entry]) -> None:
         scope = self._outcome.scope
-        job = SyncJob(pending, contextvars.copy_context(), describe_request(scope))
+        job = SyncJob(pending, describe_request(scope))
         done = anyio.Event()
         job.notify = partial(loop_caller(), done.set)
         self._pool.submit(job.run)
@@ -120,7 +127,8 @@ class AnyioPhase:
         if job.awaitable is not None and job.current is not None:
             func = job.current[0]
             try:
-                timed_out = await self._await(job.awaitable)
+                context = job.current[3]
+                timed_out = await self._await(run_in_context(as_coroutine(job.awaitable), context))
             except Exception as exc:
                 await self._failed(func, exc)
             else:

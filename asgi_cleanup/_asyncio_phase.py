@@ -18,13 +18,21 @@ import time
 import types
 from asyncio import CancelledError, Future
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import anyio
 
-from ._calls import PhaseConfig, is_async_callable, log_failure, log_hook_failure, log_timeout
+from ._calls import (
+    PhaseConfig,
+    as_coroutine,
+    is_async_callable,
+    log_failure,
+    log_hook_failure,
+    log_timeout,
+    run_in_context,
+)
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
 from .outcome import Outcome
@@ -57,36 +65,12 @@ class _Completion:
                 waiter.set_result(None)
 
 
-@types.coroutine
-def _resume(
-    coro: "types.CoroutineType[Any, Any, Any]", yielded: Any, context: contextvars.Context
-) -> Generator[Any, Any, None]:
-    """``yield from coro`` for a coroutine whose first step gave ``yielded``, each further step
-    run in ``context``."""
-    run = context.run
-    while True:
-        try:
-            value = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = run(coro.throw, exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                yielded = run(coro.send, value)
-            except StopIteration:
-                return
-
-
 class _Suspended(NamedTuple):
     coro: "types.CoroutineType[Any, Any, Any]"
     yielded: Any
     worker: "_Worker"
     started: float
+    context: contextvars.Context
 
 
 class WorkerTasks:
@@ -131,7 +115,7 @@ class _Worker:
             timeout = asyncio.timeout_at(deadline)
             try:
                 async with timeout:
-                    await _resume(coro, yielded, context)
+                    await run_in_context(coro, context, yielded)
             except TimeoutError as exc:
                 done.set(_TIMED_OUT if timeout.expired() else exc)
             except CancelledError:
@@ -184,8 +168,10 @@ class AsyncioPhase:
             if entries:
                 await self.run(entries)
             if directives:
+                # Directive cleanups run in the context as it was when the app finished.
                 outcome = self._outcome
-                await self.run([(d, (outcome,), {}) for d in reversed(directives)])
+                context = contextvars.copy_context()
+                await self.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
         finally:
             if self._shield is not None:
                 self._shield.__exit__(None, None, None)
@@ -201,14 +187,14 @@ class AsyncioPhase:
             if not is_async_callable(pending[-1][0]):
                 await self._run_sync(pending)
                 continue
-            func, args, kwargs = pending.pop()
+            func, args, kwargs, context = pending.pop()
             try:
-                awaitable = func(*args, **kwargs)
+                awaitable = context.run(func, *args, **kwargs)
             except Exception as exc:
                 await self._report(func, exc)
                 continue
             if type(awaitable) is not types.CoroutineType:
-                result = await self._await(awaitable)
+                result = await self._await(awaitable, context)
             else:
                 # The first step, as the worker task (see the module's docstring).
                 worker = idle.pop() if idle else _Worker(self._workers)
@@ -216,7 +202,7 @@ class AsyncioPhase:
                 _leave_task(loop, request_task)
                 _enter_task(loop, worker.task)
                 try:
-                    yielded = awaitable.send(None)
+                    yielded = context.run(awaitable.send, None)
                 except StopIteration:
                     worker.release()
                     continue
@@ -227,7 +213,7 @@ class AsyncioPhase:
                     worker.release()
                     raise
                 else:
-                    suspended = _Suspended(awaitable, yielded, worker, time.monotonic())
+                    suspended = _Suspended(awaitable, yielded, worker, time.monotonic(), context)
                 finally:
                     _leave_task(loop, worker.task)
                     _enter_task(loop, request_task)
@@ -236,27 +222,18 @@ class AsyncioPhase:
             if result is not None:
                 await self._report(func, result)
 
-    async def _await(self, awaitable: Awaitable[Any]) -> Any:
-        """Await ``awaitable``; ``None``, or the exception it raised, or ``_TIMED_OUT``."""
-        result = self._step(awaitable)
-        if type(result) is _Suspended:
-            result = await self._finish(result)
-        return result
-
-    def _step(self, awaitable: Awaitable[Any]) -> Any:
-        """Run the first step of ``awaitable`` as a worker task would, here and now.
-
-        Returns ``None`` if it finished, the exception it raised, or a ``_Suspended``.
-        """
-        coro = awaitable if type(awaitable) is types.CoroutineType else _as_coroutine(awaitable)
+    async def _await(self, awaitable: Awaitable[Any], context: contextvars.Context) -> Any:
+        """Await ``awaitable`` in ``context``; ``None``, or the exception it raised, or
+        ``_TIMED_OUT``."""
+        coro = as_coroutine(awaitable)
         loop = self._loop
         request_task = self._task
-        worker = self._workers.take()
-        started = time.monotonic()
+        idle = self._workers.idle
+        worker = idle.pop() if idle else _Worker(self._workers)
         _leave_task(loop, request_task)
         _enter_task(loop, worker.task)
         try:
-            yielded = coro.send(None)
+            yielded = context.run(coro.send, None)
         except StopIteration:
             worker.release()
             return None
@@ -269,7 +246,7 @@ class AsyncioPhase:
         finally:
             _leave_task(loop, worker.task)
             _enter_task(loop, request_task)
-        return _Suspended(coro, yielded, worker, started)
+        return await self._finish(_Suspended(coro, yielded, worker, time.monotonic(), context))
 
     async def _finish(self, suspended: "_Suspended") -> Any:
         """Hand a suspended cleanup to its worker task and wait, within the timeout."""
@@ -279,9 +256,9 @@ class AsyncioPhase:
         deadline = None
         if timeout is not None:
             deadline = self._loop.time() + timeout - (time.monotonic() - started)
-        # Its further steps run in a copy of the context its first step ran in.
-        context = contextvars.copy_context()
-        suspended.worker.continue_with((suspended.coro, suspended.yielded, context, deadline, done))
+        suspended.worker.continue_with(
+            (suspended.coro, suspended.yielded, suspended.context, deadline, done)
+        )
         if timeout is None:
             await self._wait(done, None)
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
@@ -324,7 +301,7 @@ class AsyncioPhase:
 
     async def _run_sync(self, pending: list[Entry]) -> None:
         scope = self._outcome.scope
-        job = SyncJob(pending, contextvars.copy_context(), describe_request(scope))
+        job = SyncJob(pending, describe_request(scope))
         done = _Completion()
         job.notify = partial(self._loop.call_soon_threadsafe, done.set)
         self._config.pool.submit(job.run)
@@ -350,7 +327,7 @@ class AsyncioPhase:
             raise job.fatal
         if job.awaitable is not None and job.current is not None:
             func = job.current[0]
-            result = await self._await(job.awaitable)
+            result = await self._await(job.awaitable, job.current[3])
             if result is not None:
                 await self._report(func, result)
 
@@ -371,7 +348,7 @@ class AsyncioPhase:
             log_hook_failure(hook, hook_exc, scope)
             return
         if hook_result is not None and hasattr(hook_result, "__await__"):
-            outcome = await self._await(hook_result)
+            outcome = await self._await(hook_result, contextvars.copy_context())
             if outcome is _TIMED_OUT:
                 outcome = TimeoutError(f"on_error hook timed out after {self._config.timeout:g}s")
             if outcome is not None:
@@ -381,10 +358,3 @@ class AsyncioPhase:
 def _wake(waiter: Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _as_coroutine(awaitable: Awaitable[Any]) -> "types.CoroutineType[Any, Any, Any]":
-    async def wrapper() -> Any:
-        return await awaitable
-
-    return wrapper()  # type: ignore[return-value]  # a coroutine function's call is one

@@ -1,10 +1,11 @@
 """What every cleanup path shares: telling async callables apart, and the log records."""
 
+import contextvars
 import functools
 import inspect
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, NamedTuple
 
 from ._describe import describe_callable, describe_request
@@ -18,6 +19,7 @@ ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
 Directive = Callable[[Outcome], Any]
 
 _CO_COROUTINE = inspect.CO_COROUTINE
+_FIRST: Any = object()
 
 
 class PhaseConfig(NamedTuple):
@@ -40,6 +42,47 @@ def is_async_callable(func: Any) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - the method itself is what we inspect
     )
+
+
+@types.coroutine
+def run_in_context(
+    coro: "types.CoroutineType[Any, Any, Any]", context: contextvars.Context, yielded: Any = _FIRST
+) -> Generator[Any, Any, Any]:
+    """``yield from coro`` with every step of ``coro`` run in ``context``; if its first step
+    was already taken and gave ``yielded``, go on from there."""
+    run = context.run
+    if yielded is _FIRST:
+        try:
+            yielded = run(coro.send, None)
+        except StopIteration as stop:
+            return stop.value
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = run(coro.send, value)
+            except StopIteration as stop:
+                return stop.value
+
+
+def as_coroutine(awaitable: Awaitable[Any]) -> "types.CoroutineType[Any, Any, Any]":
+    """``awaitable`` itself if it is a coroutine, else a coroutine awaiting it."""
+    if type(awaitable) is types.CoroutineType:
+        return awaitable
+
+    async def wrapper() -> Any:
+        return await awaitable
+
+    return wrapper()  # type: ignore[return-value]  # a coroutine function's call is one
 
 
 def log_failure(func: Callable[..., Any], exc: BaseException, scope: Scope) -> None:

@@ -19,6 +19,9 @@ def describe_callable(func: Any) -> str:
     """
     if isinstance(func, functools.partial):
         return f"functools.partial({describe_callable(func.func)})"
+    cleanup_name = getattr(func, "cleanup_name", None)
+    if isinstance(cleanup_name, str):  # a context manager's exit
+        return cleanup_name
     qualname: object = getattr(func, "__qualname__", None)
     module: object
     if isinstance(qualname, str):

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import Context
 from typing import Any
 
 from ._calls import is_async_callable
@@ -26,8 +25,7 @@ class SyncJob:
     cleanup returning an awaitable ends the job: the event loop awaits it.
     """
 
-    def __init__(self, pending: list[Entry], context: Context, request: str) -> None:
-        """``context`` must be this job's own: an abandoned job may still be running in it."""
+    def __init__(self, pending: list[Entry], request: str) -> None:
         self.pending = pending
         self.current: Entry | None = None  # the cleanup running now (or last run)
         self.started_at = time.monotonic()
@@ -38,7 +36,6 @@ class SyncJob:
         self.fatal: BaseException | None = None
         self.notify: Callable[[], Any] = _noop
         self._failures: list[tuple[Callable[..., Any], Exception]] = []
-        self._context = context
         self._request = request
 
     def take_failures(self) -> list[tuple[Callable[..., Any], Exception]]:
@@ -63,7 +60,7 @@ class SyncJob:
 
     def run(self) -> None:
         try:
-            self._context.run(self._run)
+            self._run()
         except BaseException as exc:  # re-raised on the event loop, not lost in this thread
             self.fatal = exc
         with self.lock:
@@ -77,10 +74,10 @@ class SyncJob:
             with self.lock:
                 if self.abandoned or not pending or is_async_callable(pending[-1][0]):
                     return
-                self.current = func, args, kwargs = pending.pop()
+                self.current = func, args, kwargs, context = pending.pop()
                 self.started_at = time.monotonic()
             try:
-                result = func(*args, **kwargs)
+                result = context.run(func, *args, **kwargs)
             except Exception as exc:
                 with self.lock:
                     if not self.abandoned:

@@ -158,7 +158,7 @@ class CleanupMiddleware:
             if not entries and not directives:
                 raise
             if isinstance(exc, anyio.get_cancelled_exc_class()):
-                registry._start((scope, status, None, complete, disconnected, duration))
+                registry._start((scope, status, None, complete, disconnected, duration), exc)
                 # The phase runs to its end, then the cancellation is delivered.
                 scheduler = self._scheduler
                 scheduler.started()
@@ -168,7 +168,7 @@ class CleanupMiddleware:
                     scheduler.finished()
             else:
                 error = exc if isinstance(exc, Exception) else None
-                registry._start((scope, status, error, complete, disconnected, duration))
+                registry._start((scope, status, error, complete, disconnected, duration), exc)
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 

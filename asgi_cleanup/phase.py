@@ -5,6 +5,7 @@ do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere 
 """
 
 import asyncio
+import contextvars
 
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import AsyncioPhase, WorkerTasks
@@ -55,7 +56,9 @@ class CleanupRunner:
             if entries:
                 await phase.run(entries)
             if directives:
-                await phase.run([(d, (outcome,), {}) for d in reversed(directives)])
+                # Directive cleanups run in the context as it was when the app finished.
+                context = contextvars.copy_context()
+                await phase.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
             return
         workers = self._workers
         if loop is not self._loop or workers is None:

@@ -1,6 +1,9 @@
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from contextvars import Context, copy_context
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import describe_callable
@@ -8,9 +11,11 @@ from .outcome import Outcome
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
-# (func, args, kwargs), as register() received them.
-Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+# (func, args, kwargs, context): as register() received them, and a copy of the context
+# that was current then, which the cleanup runs in.
+Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context]
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -34,6 +39,7 @@ class CleanupRegistry:
     _outcome: Outcome | None = None
     # The Outcome's fields, set when cleanups start; the Outcome is built on first use.
     _outcome_fields: tuple[Any, ...] | None = None
+    _ended_with: BaseException | None = None
     # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
     _nested_directives: list[Callable[[Outcome], Any]] | None = None
 
@@ -44,24 +50,66 @@ class CleanupRegistry:
 
         Returns ``func``, so ``@registry.register`` works as a decorator. Async callables are
         awaited on the event loop; sync ones run in a worker thread. Cleanups run in reverse
-        order of registration.
+        order of registration, each in a copy of the context (``contextvars``) that is
+        current now, so request ids and tracing spans set by the app are visible in it.
 
         :raises TypeError: if ``func`` is not callable.
         """
         if not callable(func):
             raise TypeError(f"cleanup must be callable, got {func!r} ({type(func).__name__})")
+        entry = (func, args, kwargs, copy_context())
         with _lock:
             if not self._frozen:
                 if self._entries is None:
-                    self._entries = [(func, args, kwargs)]
+                    self._entries = [entry]
                 else:
-                    self._entries.append((func, args, kwargs))
+                    self._entries.append(entry)
                 return func
         logger.warning(
             "Cleanup %s registered after cleanups started; it will not run",
             describe_callable(func),
         )
         return func
+
+    def enter_context(self, cm: AbstractContextManager[T]) -> T:
+        """Enter the context manager ``cm`` now and return its value; exit it in the cleanup
+        phase, in its place among the other dynamic cleanups (last in, first out).
+
+        Its ``__exit__`` receives the exception the app call ended with (or three ``None``),
+        as ``contextlib.ExitStack`` would pass it, so a transaction can commit after a
+        success and roll back after an error. Like any sync cleanup, ``__exit__`` runs in a
+        worker thread, within the timeout. Suppressing the exception changes nothing for the
+        server.
+
+        :raises TypeError: if ``cm`` is not a context manager (before entering anything).
+        """
+        cls = type(cm)
+        try:
+            enter = cls.__enter__
+            exit_ = cls.__exit__
+        except AttributeError:
+            raise TypeError(f"{cls.__qualname__!r} object is not a context manager") from None
+        value = enter(cm)
+        self.register(_ContextExit(self, cm, exit_))
+        return value
+
+    async def enter_async_context(self, cm: AbstractAsyncContextManager[T]) -> T:
+        """Enter the async context manager ``cm`` now and return its value; exit it in the
+        cleanup phase like :meth:`enter_context`, with ``__aexit__`` awaited on the event loop.
+
+        :raises TypeError: if ``cm`` is not an async context manager.
+        """
+        cls = type(cm)
+        try:
+            enter = cls.__aenter__
+            exit_ = cls.__aexit__
+        except AttributeError:
+            raise TypeError(
+                f"{cls.__qualname__!r} object is not an async context manager"
+            ) from None
+        value = await enter(cm)
+        self.register(_AsyncContextExit(self, cm, exit_))
+        return value
 
     def unregister(self, func: Callable[..., Any]) -> None:
         """Remove every pending registration of ``func`` (compared with ``==``).
@@ -104,12 +152,57 @@ class CleanupRegistry:
                 return self._entries
         return self._entries
 
-    def _start(self, outcome_fields: tuple[Any, ...]) -> None:
-        """Cleanups start: ``outcome`` becomes an ``Outcome`` of these fields."""
+    def _start(
+        self, outcome_fields: tuple[Any, ...], ended_with: BaseException | None = None
+    ) -> None:
+        """Cleanups start: ``outcome`` becomes an ``Outcome`` of these fields; context exits
+        receive ``ended_with``, the exception (a cancellation too) that ended the app call."""
         self._outcome_fields = outcome_fields
+        self._ended_with = ended_with
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
         if self._nested_directives is None:
             self._nested_directives = list(directives)
         else:
             self._nested_directives.extend(directives)
+
+
+class _ContextExit:
+    """A sync context manager's exit, as a cleanup."""
+
+    __slots__ = ("_cm", "_exit", "_registry")
+
+    def __init__(self, registry: CleanupRegistry, cm: Any, exit_: Callable[..., Any]) -> None:
+        self._registry = registry
+        self._cm = cm
+        self._exit = exit_
+
+    @property
+    def cleanup_name(self) -> str:
+        cls = type(self._cm)
+        return f"{cls.__module__}.{cls.__qualname__}.__exit__"
+
+    def __call__(self) -> None:
+        self._exit(self._cm, *_exc_info(self._registry._ended_with))
+
+
+class _AsyncContextExit(_ContextExit):
+    """An async context manager's exit, as a cleanup."""
+
+    __slots__ = ()
+
+    @property
+    def cleanup_name(self) -> str:
+        cls = type(self._cm)
+        return f"{cls.__module__}.{cls.__qualname__}.__aexit__"
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        await self._exit(self._cm, *_exc_info(self._registry._ended_with))
+
+
+def _exc_info(
+    exc: BaseException | None,
+) -> tuple[type[BaseException] | None, BaseException | None, TracebackType | None]:
+    if exc is None:
+        return None, None, None
+    return type(exc), exc, exc.__traceback__
