@@ -110,32 +110,38 @@ class CleanupMiddleware:
             nonlocal status, complete, disconnected, trailers
             kind = message["type"]
             if kind == "http.response.body":  # the most frequent message first
+                final = not trailers and not message.get("more_body", False)
+            elif kind == "http.response.start" or kind == "websocket.http.response.start":
+                status = message["status"]
+                trailers = message.get("trailers", False)
+                final = False
+            else:
+                final = (
+                    kind == "websocket.close"
+                    or kind == "http.response.pathsend"
+                    or (kind == "websocket.http.response.body" and not message.get("more_body"))
+                    or (kind == "http.response.trailers" and not message.get("more_trailers"))
+                    or (kind == "http.response.zerocopysend" and not message.get("more_body"))
+                )
+            if not final:
                 try:
                     await send(message)
                 except Exception:
                     if not complete:
                         disconnected = True
                     raise
-                if not trailers and not message.get("more_body", False):
-                    complete = True
                 return
-            if kind == "http.response.start" or kind == "websocket.http.response.start":
-                status = message["status"]
-                trailers = message.get("trailers", False)
+            # Complete as soon as the server has the last message: a disconnect it reports
+            # while still in send() (hypercorn ends the stream there) comes after the response,
+            # and a cancellation that interrupts send() then does not undo what went out.
+            was_complete, complete = complete, True
             try:
                 await send(message)
             except Exception:
-                if not complete:
+                if not was_complete:
+                    complete = False
                     disconnected = True
                 raise
-            if (
-                kind == "websocket.close"
-                or kind == "http.response.pathsend"
-                or (kind == "websocket.http.response.body" and not message.get("more_body", False))
-                or (kind == "http.response.trailers" and not message.get("more_trailers", False))
-                or (kind == "http.response.zerocopysend" and not message.get("more_body", False))
-            ):
-                complete = True
 
         async def watched_receive() -> Message:
             nonlocal complete, disconnected

@@ -1,5 +1,6 @@
 from typing import Any
 
+import anyio
 import pytest
 from raw import Recorder, call, http_scope
 
@@ -170,3 +171,43 @@ def test_outcome_repr_shows_no_header_or_query_string() -> None:
     assert "/account" in text
     assert "status=200" in text
     assert "secret" not in text
+
+
+@pytest.mark.anyio
+async def test_disconnect_reported_while_the_last_message_is_being_sent_does_not_count() -> None:
+    # As hypercorn does: handing it the final body ends the stream, and a listener waiting
+    # in receive() (Starlette's FileResponse has one) gets http.disconnect before send()
+    # returns; the listener then cancels the sender.
+    outcomes: list[Outcome] = []
+    stream_ended = anyio.Event()
+
+    async def receive() -> Message:
+        await stream_ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            stream_ended.set()
+            await anyio.sleep(0.05)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+        registry.register(lambda: outcomes.append(registry.outcome))
+        async with anyio.create_task_group() as tg:
+
+            async def stream() -> None:
+                await send(START)
+                await send(BODY)
+                tg.cancel_scope.cancel()
+
+            async def listen() -> None:
+                await receive()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            tg.start_soon(listen)
+
+    await CleanupMiddleware(app)(http_scope(), receive, send)
+    [outcome] = outcomes
+    assert outcome.response_complete is True
+    assert outcome.client_disconnected is False
