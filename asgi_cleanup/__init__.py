@@ -3,8 +3,8 @@ log and never to the client."""
 
 from .errors import SettingsError
 from .middleware import CleanupMiddleware
-from .outcome import Outcome
+from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry
 
-__all__ = ["CleanupMiddleware", "CleanupRegistry", "Outcome", "SettingsError"]
+__all__ = ["CleanupMiddleware", "CleanupRegistry", "CleanupReport", "Outcome", "SettingsError"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ consecutive ones.
 
 import inspect
 import math
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -19,13 +20,14 @@ from ._calls import (
     is_async_callable,
     log_failure,
     log_hook_failure,
+    log_phase,
     log_timeout,
     run_in_context,
 )
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
 from ._threads import loop_caller
-from .outcome import Outcome
+from .outcome import CleanupReport, Outcome
 from .registry import Entry
 
 
@@ -35,10 +37,11 @@ class AnyioPhase:
 
     def __init__(self, outcome: Outcome, config: PhaseConfig) -> None:
         self._outcome = outcome
+        self._config = config
         self._timeout = config.timeout
-        self._pool = config.pool
-        self._on_error = config.on_error
         self._running: Callable[..., Any] | None = None  # the async cleanup running now
+        self._began = 0.0  # when it started (time.perf_counter())
+        self._reports: list[CleanupReport] | None = [] if config.observing() else None
 
     async def run(self, pending: list[Entry]) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order).
@@ -55,7 +58,18 @@ class AnyioPhase:
                 overran = self._running
             if overran is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._timed_out(overran)
+                    await self._timed_out(overran, time.perf_counter() - self._began)
+
+    async def complete(self) -> None:
+        """The phase is over: the DEBUG record, and ``on_complete``."""
+        reports = self._reports
+        if reports is None:
+            return
+        log_phase(reports, self._outcome.scope)
+        hook = self._config.on_complete
+        if hook is not None:
+            with anyio.CancelScope(shield=True):
+                await self._call_hook(hook, (tuple(reports), self._outcome))
 
     async def _run_until_timeout(
         self, pending: list[Entry], scope: anyio.CancelScope
@@ -70,6 +84,7 @@ class AnyioPhase:
                 continue
             func, args, kwargs, context = pending.pop()
             self._running = func
+            self._began = time.perf_counter()
             if timeout is not None:
                 scope.deadline = anyio.current_time() + timeout
             try:
@@ -78,10 +93,11 @@ class AnyioPhase:
                 if scope.cancel_called:
                     return func
                 scope.deadline = math.inf
-                await self._failed(func, exc)
+                await self._failed(func, exc, time.perf_counter() - self._began)
                 continue
             if scope.cancel_called:  # it caught its cancellation and carried on
                 return func
+            self._record(func, time.perf_counter() - self._began, None, False)
         return None
 
     async def _await(self, awaitable: Awaitable[Any]) -> bool:
@@ -94,11 +110,10 @@ class AnyioPhase:
         return scope.cancel_called
 
     async def _run_sync(self, pending: list[Entry]) -> None:
-        scope = self._outcome.scope
-        job = SyncJob(pending, describe_request(scope))
+        job = SyncJob(pending, describe_request(self._outcome.scope))
         done = anyio.Event()
         job.notify = partial(loop_caller(), done.set)
-        self._pool.submit(job.run)
+        self._config.pool.submit(job.run)
         abandoned = None
         timeout = self._timeout
         if timeout is None:
@@ -117,39 +132,59 @@ class AnyioPhase:
                 wait, abandoned = overdue
                 if abandoned is not None:
                     break
-        for func, exc in job.take_failures():
-            await self._failed(func, exc)
+        for func, seconds, error in job.take_results():
+            if error is None:
+                self._record(func, seconds, None, False)
+            else:
+                await self._failed(func, error, seconds)
         if abandoned is not None:
-            await self._timed_out(abandoned[0], waiting=job.current is None)
+            seconds = time.monotonic() - job.started_at
+            await self._timed_out(abandoned[0], seconds, waiting=job.current is None)
             return
         if job.fatal is not None:
             raise job.fatal
         if job.awaitable is not None and job.current is not None:
             func = job.current[0]
+            began = job.started_at
             try:
                 context = job.current[3]
                 timed_out = await self._await(run_in_context(as_coroutine(job.awaitable), context))
             except Exception as exc:
-                await self._failed(func, exc)
+                await self._failed(func, exc, time.monotonic() - began)
             else:
                 if timed_out:
-                    await self._timed_out(func)
+                    await self._timed_out(func, time.monotonic() - began)
+                else:
+                    self._record(func, time.monotonic() - began, None, False)
 
-    async def _failed(self, func: Callable[..., Any], exc: BaseException) -> None:
+    def _record(
+        self, func: Callable[..., Any], seconds: float, exc: BaseException | None, timed_out: bool
+    ) -> None:
+        if self._reports is not None:
+            self._reports.append(CleanupReport(func, seconds, exc, timed_out))
+
+    async def _failed(self, func: Callable[..., Any], exc: BaseException, seconds: float) -> None:
         log_failure(func, exc, self._outcome.scope)
         await self._report(func, exc)
+        self._record(func, seconds, exc, False)
 
-    async def _timed_out(self, func: Callable[..., Any], waiting: bool = False) -> None:
+    async def _timed_out(
+        self, func: Callable[..., Any], seconds: float, waiting: bool = False
+    ) -> None:
         log_timeout(func, self._timeout, self._outcome.scope, waiting)
-        await self._report(func, TimeoutError(f"cleanup timed out after {self._timeout:g}s"))
+        exc = TimeoutError(f"cleanup timed out after {self._timeout:g}s")
+        await self._report(func, exc)
+        self._record(func, seconds, exc, True)
 
     async def _report(self, func: Callable[..., Any], exc: BaseException) -> None:
-        hook = self._on_error
-        if hook is None:
-            return
+        hook = self._config.on_error
+        if hook is not None:
+            await self._call_hook(hook, (func, exc, self._outcome))
+
+    async def _call_hook(self, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
-            result = hook(func, exc, self._outcome)
+            result = hook(*args)
             if inspect.isawaitable(result) and await self._await(result):
-                raise TimeoutError(f"on_error hook timed out after {self._timeout:g}s")
+                raise TimeoutError(f"hook timed out after {self._timeout:g}s")
         except Exception as hook_exc:
             log_hook_failure(hook, hook_exc, self._outcome.scope)

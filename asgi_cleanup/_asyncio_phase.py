@@ -30,12 +30,13 @@ from ._calls import (
     is_async_callable,
     log_failure,
     log_hook_failure,
+    log_phase,
     log_timeout,
     run_in_context,
 )
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
-from .outcome import Outcome
+from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Entry
 
 # How long past its timeout a cancelled cleanup may take to stop before it is left behind.
@@ -137,7 +138,16 @@ class AsyncioPhase:
     then raises it.
     """
 
-    __slots__ = ("_config", "_loop", "_registry", "_shield", "_task", "_workers", "cancelled")
+    __slots__ = (
+        "_config",
+        "_loop",
+        "_registry",
+        "_reports",
+        "_shield",
+        "_task",
+        "_workers",
+        "cancelled",
+    )
 
     def __init__(
         self,
@@ -155,6 +165,7 @@ class AsyncioPhase:
         self._config = config
         self._shield: anyio.CancelScope | None = None
         self.cancelled: CancelledError | None = None
+        self._reports: list[CleanupReport] | None = [] if config.observing() else None
 
     @property
     def _outcome(self) -> Outcome:
@@ -172,6 +183,8 @@ class AsyncioPhase:
                 outcome = self._outcome
                 context = contextvars.copy_context()
                 await self.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
+            if self._reports is not None:
+                await self._complete(self._reports)
         finally:
             if self._shield is not None:
                 self._shield.__exit__(None, None, None)
@@ -183,17 +196,22 @@ class AsyncioPhase:
         loop = self._loop
         request_task = self._task
         idle = self._workers.idle
+        reports = self._reports
         while pending:
             if not is_async_callable(pending[-1][0]):
                 await self._run_sync(pending)
                 continue
             func, args, kwargs, context = pending.pop()
+            began = time.perf_counter() if reports is not None else 0.0
+            result: Any = None
             try:
                 awaitable = context.run(func, *args, **kwargs)
             except Exception as exc:
-                await self._report(func, exc)
-                continue
-            if type(awaitable) is not types.CoroutineType:
+                result = exc
+                awaitable = None
+            if awaitable is None:
+                pass
+            elif type(awaitable) is not types.CoroutineType:
                 result = await self._await(awaitable, context)
             else:
                 # The first step, as the worker task (see the module's docstring).
@@ -205,7 +223,6 @@ class AsyncioPhase:
                     yielded = context.run(awaitable.send, None)
                 except StopIteration:
                     worker.release()
-                    continue
                 except Exception as exc:
                     worker.release()
                     result = exc
@@ -219,8 +236,12 @@ class AsyncioPhase:
                     _enter_task(loop, request_task)
                 if suspended is not None:
                     result = await self._finish(suspended)
+            timed_out = result is _TIMED_OUT
             if result is not None:
-                await self._report(func, result)
+                result = await self._report(func, result)
+            if reports is not None:
+                seconds = time.perf_counter() - began
+                reports.append(CleanupReport(func, seconds, result, timed_out))
 
     async def _await(self, awaitable: Awaitable[Any], context: contextvars.Context) -> Any:
         """Await ``awaitable`` in ``context``; ``None``, or the exception it raised, or
@@ -318,39 +339,65 @@ class AsyncioPhase:
                 if overdue[1] is not None:
                     abandoned = overdue[1]
                     break
-        for func, exc in job.take_failures():
-            await self._report(func, exc)
+        reports = self._reports
+        for func, seconds, error in job.take_results():
+            reported = None if error is None else await self._report(func, error)
+            if reports is not None:
+                reports.append(CleanupReport(func, seconds, reported, False))
         if abandoned is not None:
-            await self._report(abandoned[0], _TIMED_OUT, waiting=job.current is None)
+            seconds = time.monotonic() - job.started_at
+            timeout_error = await self._report(abandoned[0], _TIMED_OUT, job.current is None)
+            if reports is not None:
+                reports.append(CleanupReport(abandoned[0], seconds, timeout_error, True))
             return
         if job.fatal is not None:
             raise job.fatal
         if job.awaitable is not None and job.current is not None:
             func = job.current[0]
+            began = job.started_at
             result = await self._await(job.awaitable, job.current[3])
+            timed_out = result is _TIMED_OUT
             if result is not None:
-                await self._report(func, result)
+                result = await self._report(func, result)
+            if reports is not None:
+                seconds = time.monotonic() - began
+                reports.append(CleanupReport(func, seconds, result, timed_out))
 
-    async def _report(self, func: Callable[..., Any], result: Any, waiting: bool = False) -> None:
+    async def _report(
+        self, func: Callable[..., Any], result: Any, waiting: bool = False
+    ) -> BaseException:
+        """Log a failure or timeout, call ``on_error``; return the exception reported."""
         scope = self._outcome.scope
+        timeout = self._config.timeout
         if result is _TIMED_OUT:
-            log_timeout(func, self._config.timeout, scope, waiting)
-            exc: BaseException = TimeoutError(f"cleanup timed out after {self._config.timeout:g}s")
+            log_timeout(func, timeout, scope, waiting)
+            exc: BaseException = TimeoutError(f"cleanup timed out after {timeout:g}s")
         else:
             log_failure(func, result, scope)
             exc = result
         hook = self._config.on_error
-        if hook is None:
-            return
+        if hook is not None:
+            await self._call_hook(hook, (func, exc, self._outcome))
+        return exc
+
+    async def _complete(self, reports: list[CleanupReport]) -> None:
+        log_phase(reports, self._outcome.scope)
+        hook = self._config.on_complete
+        if hook is not None:
+            await self._call_hook(hook, (tuple(reports), self._outcome))
+
+    async def _call_hook(self, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Call a sync or async hook, within the timeout; log what it raises."""
+        scope = self._outcome.scope
         try:
-            hook_result = hook(func, exc, self._outcome)
-        except Exception as hook_exc:
-            log_hook_failure(hook, hook_exc, scope)
+            result = hook(*args)
+        except Exception as exc:
+            log_hook_failure(hook, exc, scope)
             return
-        if hook_result is not None and hasattr(hook_result, "__await__"):
-            outcome = await self._await(hook_result, contextvars.copy_context())
+        if result is not None and hasattr(result, "__await__"):
+            outcome = await self._await(result, contextvars.copy_context())
             if outcome is _TIMED_OUT:
-                outcome = TimeoutError(f"on_error hook timed out after {self._config.timeout:g}s")
+                outcome = TimeoutError(f"hook timed out after {self._config.timeout:g}s")
             if outcome is not None:
                 log_hook_failure(hook, outcome, scope)
 

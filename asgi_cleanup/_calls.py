@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from ._describe import describe_callable, describe_request
 from ._threads import WorkerPool
 from ._types import Scope
-from .outcome import Outcome
+from .outcome import CleanupReport, Outcome
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -22,12 +22,32 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 _FIRST: Any = object()
 
 
+CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]
+
+
 class PhaseConfig(NamedTuple):
     """A middleware's settings for its cleanup phases."""
 
     timeout: float | None
     pool: WorkerPool
     on_error: ErrorHook | None
+    on_complete: CompleteHook | None = None
+
+    def observing(self) -> bool:
+        """Whether this phase must time each cleanup: for ``on_complete`` or DEBUG records."""
+        return self.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
+
+
+def log_phase(reports: list[CleanupReport], scope: Scope) -> None:
+    """The DEBUG line of one request's phase."""
+    logger.debug(
+        "Cleanups for %s: %d ran in %.3f ms, %d failed, %d timed out",
+        describe_request(scope),
+        len(reports),
+        sum(report.duration for report in reports) * 1e3,
+        sum(report.exception is not None and not report.timed_out for report in reports),
+        sum(report.timed_out for report in reports),
+    )
 
 
 def is_async_callable(func: Any) -> bool:

@@ -14,7 +14,15 @@ from ._matching import Entry, Handler, Host, Location, Matcher, parse_host_patte
 from ._options import validate_thread_limit, validate_timeout
 from .errors import SettingsError
 
-OPTION_NAMES: tuple[str, ...] = ("timeout", "shutdown_timeout", "thread_limit", "on_error")
+OPTION_NAMES: tuple[str, ...] = (
+    "timeout",
+    "shutdown_timeout",
+    "thread_limit",
+    "on_error",
+    "on_complete",
+)
+# The hooks among the options, and how many positional arguments each is called with.
+HOOK_ARITY = {"on_error": 3, "on_complete": 2}
 PYPROJECT_TABLE = "asgi-cleanup"
 
 _TOP_KEYS = ("handlers", "host", "location", *OPTION_NAMES)
@@ -101,8 +109,8 @@ class Loader:
                 self.fail(table, f"missing key {key!r}")
 
     def option(self, name: str, value: object) -> object:
-        if name == "on_error":
-            return self.on_error(value)
+        if name in HOOK_ARITY:
+            return self.hook(name, value)
         try:
             if name == "thread_limit":
                 return validate_thread_limit(value)
@@ -115,17 +123,17 @@ class Loader:
             problem = f"must be a number of seconds >= 0, or {no_limit} for no limit"
             self.fail(self.top, f"{problem}; got {_kind(value)}", name)
 
-    def on_error(self, value: object) -> Handler | None:
+    def hook(self, name: str, value: object) -> Handler | None:
         if value is None and not self.toml:
             return None
         if not isinstance(value, str) and (self.toml or not callable(value)):
             wanted = "a handler reference" + ("" if self.toml else ", a callable or None")
-            self.fail(self.top, f"must be {wanted}, not {_kind(value)}", "on_error")
+            self.fail(self.top, f"must be {wanted}, not {_kind(value)}", name)
         try:
             found = self.resolver.resolve(value) if isinstance(value, str) else value
-            return check_callable(found, 3)
+            return check_callable(found, HOOK_ARITY[name])
         except (TypeError, ValueError) as exc:
-            self.fail(self.top, str(exc), "on_error", value)
+            self.fail(self.top, str(exc), name, value)
 
     def handlers(self, table: str, value: object, context: str) -> list[Entry]:
         if isinstance(value, str):

@@ -19,7 +19,7 @@ class SyncJob:
     """Runs the sync cleanups at the end of a pending list in one worker thread.
 
     The thread pops each entry just before running it, so every entry is run once, by the
-    thread or later by the event loop. Failures are collected for the event loop to report.
+    thread or later by the event loop. Results are collected for the event loop to report.
     The event loop may abandon the job when the running cleanup overruns its timeout; the
     thread then starts nothing more, and logs a later failure of that cleanup itself. A
     cleanup returning an awaitable ends the job: the event loop awaits it.
@@ -35,13 +35,14 @@ class SyncJob:
         self.awaitable: Awaitable[Any] | None = None
         self.fatal: BaseException | None = None
         self.notify: Callable[[], Any] = _noop
-        self._failures: list[tuple[Callable[..., Any], Exception]] = []
+        # (cleanup, seconds, exception or None) of each cleanup the thread saw to its end.
+        self._results: list[tuple[Callable[..., Any], float, Exception | None]] = []
         self._request = request
 
-    def take_failures(self) -> list[tuple[Callable[..., Any], Exception]]:
+    def take_results(self) -> list[tuple[Callable[..., Any], float, Exception | None]]:
         with self.lock:
-            failures, self._failures = self._failures, []
-            return failures
+            results, self._results = self._results, []
+            return results
 
     def overdue(self, timeout: float) -> tuple[float, Entry | None] | None:
         """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
@@ -81,7 +82,7 @@ class SyncJob:
             except Exception as exc:
                 with self.lock:
                     if not self.abandoned:
-                        self._failures.append((func, exc))
+                        self._results.append((func, time.monotonic() - self.started_at, exc))
                         continue
                 logger.error(
                     "Cleanup %s failed after it was abandoned for %s",
@@ -91,8 +92,11 @@ class SyncJob:
                 )
                 return
             if inspect.isawaitable(result):
-                self.awaitable = result
+                self.awaitable = result  # the event loop awaits it, and reports the cleanup
                 return
+            with self.lock:
+                if not self.abandoned:
+                    self._results.append((func, time.monotonic() - self.started_at, None))
 
 
 def _noop() -> None:

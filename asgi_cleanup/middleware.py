@@ -11,9 +11,9 @@ from ._options import validate_thread_limit, validate_timeout
 from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
-from .phase import CleanupRunner, Directive, ErrorHook
+from .phase import CleanupRunner, CompleteHook, Directive, ErrorHook
 from .registry import CleanupRegistry
-from .settings import load_settings, validate_on_error
+from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -39,6 +39,9 @@ class CleanupMiddleware:
     :param on_error: called as ``on_error(cleanup, exception, outcome)`` for each cleanup that
         failed or timed out (then with a ``TimeoutError``), on the event loop; it may be async,
         or a handler reference (``"pkg.mod:func"``). A hook that raises is logged and ignored.
+    :param on_complete: called as ``on_complete(reports, outcome)`` once a request's cleanups
+        have all run, with a :class:`~asgi_cleanup.CleanupReport` (duration, exception,
+        timed out) per cleanup in run order; sync or async, like ``on_error``.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -53,6 +56,7 @@ class CleanupMiddleware:
         shutdown_timeout: float | None = _UNSET,
         thread_limit: int = _UNSET,
         on_error: ErrorHook | str | None = _UNSET,
+        on_complete: CompleteHook | str | None = _UNSET,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
@@ -76,8 +80,15 @@ class CleanupMiddleware:
         self.thread_limit = validate_thread_limit(
             option("thread_limit", thread_limit, _DEFAULT_THREAD_LIMIT)
         )
-        self.on_error: ErrorHook | None = validate_on_error(option("on_error", on_error, None))
-        self._runner = CleanupRunner(self.timeout, WorkerPool(self.thread_limit), self.on_error)
+        self.on_error: ErrorHook | None = validate_hook(
+            "on_error", option("on_error", on_error, None)
+        )
+        self.on_complete: CompleteHook | None = validate_hook(
+            "on_complete", option("on_complete", on_complete, None)
+        )
+        self._runner = CleanupRunner(
+            self.timeout, WorkerPool(self.thread_limit), self.on_error, self.on_complete
+        )
         self._scheduler = PhaseScheduler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._types import Scope
@@ -47,3 +48,19 @@ class Outcome(NamedTuple):
             f"response_complete={self.response_complete!r}, "
             f"client_disconnected={self.client_disconnected!r}, duration={self.duration:.6f})"
         )
+
+
+class CleanupReport(NamedTuple):
+    """What became of one cleanup, for the ``on_complete`` hook."""
+
+    cleanup: Callable[..., Any]
+    """The cleanup: the callable registered, a context manager's exit, or a directive."""
+
+    duration: float
+    """Seconds it ran (for one abandoned at its timeout, until it was given up)."""
+
+    exception: BaseException | None
+    """What it raised, a ``TimeoutError`` if it timed out, or ``None`` if it succeeded."""
+
+    timed_out: bool
+    """Whether it was abandoned for overrunning the middleware's ``timeout``."""

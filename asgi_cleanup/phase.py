@@ -9,11 +9,11 @@ import contextvars
 
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import AsyncioPhase, WorkerTasks
-from ._calls import Directive, ErrorHook, PhaseConfig
+from ._calls import CompleteHook, Directive, ErrorHook, PhaseConfig
 from ._threads import WorkerPool
 from .registry import CleanupRegistry, Entry
 
-__all__ = ["CleanupRunner", "Directive", "ErrorHook"]
+__all__ = ["CleanupRunner", "CompleteHook", "Directive", "ErrorHook"]
 
 
 class CleanupRunner:
@@ -28,9 +28,13 @@ class CleanupRunner:
     __slots__ = ("_config", "_loop", "_workers")
 
     def __init__(
-        self, timeout: float | None, pool: WorkerPool, on_error: ErrorHook | None = None
+        self,
+        timeout: float | None,
+        pool: WorkerPool,
+        on_error: ErrorHook | None = None,
+        on_complete: CompleteHook | None = None,
     ) -> None:
-        self._config = PhaseConfig(timeout, pool, on_error)
+        self._config = PhaseConfig(timeout, pool, on_error, on_complete)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None
 
@@ -59,6 +63,7 @@ class CleanupRunner:
                 # Directive cleanups run in the context as it was when the app finished.
                 context = contextvars.copy_context()
                 await phase.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
+            await phase.complete()
             return
         workers = self._workers
         if loop is not self._loop or workers is None:

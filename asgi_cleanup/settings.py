@@ -15,28 +15,35 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ._handlers import Resolver, callable_reference, check_callable
-from ._loader import OPTION_NAMES, PYPROJECT_TABLE, Loader, read_toml, subject
+from ._loader import HOOK_ARITY, OPTION_NAMES, PYPROJECT_TABLE, Loader, read_toml, subject
 from ._matching import DirectivesFor, Entry, Handler, Matcher
 from ._options import validate_thread_limit, validate_timeout
 
 
-def validate_on_error(value: object) -> Callable[..., object] | None:
-    """Check ``on_error``: ``None``, or a callable taking ``(cleanup, exception, outcome)``,
+def validate_hook(name: str, value: object) -> Callable[..., object] | None:
+    """Check a hook option: ``None``, or a callable taking the hook's arguments
+    (``on_error``: ``(cleanup, exception, outcome)``; ``on_complete``: ``(reports, outcome)``),
     or a handler reference (``"pkg.mod:func"``) naming one, which is imported now.
 
-    :raises TypeError: if it is not callable or cannot take three positional arguments.
+    :raises TypeError: if it is not callable or cannot take its positional arguments.
     :raises ValueError: if a reference is malformed or cannot be resolved.
     """
     if value is None:
         return None
+    arity = HOOK_ARITY[name]
     try:
         if isinstance(value, str):
-            return check_callable(Resolver().resolve(value), 3)
-        return check_callable(value, 3)
+            return check_callable(Resolver().resolve(value), arity)
+        return check_callable(value, arity)
     except TypeError as exc:
-        raise TypeError(f"on_error {subject(value)}: {exc}") from None
+        raise TypeError(f"{name} {subject(value)}: {exc}") from None
     except ValueError as exc:
-        raise ValueError(f"on_error {subject(value)}: {exc}") from exc
+        raise ValueError(f"{name} {subject(value)}: {exc}") from exc
+
+
+def validate_on_error(value: object) -> Callable[..., object] | None:
+    """:func:`validate_hook` for ``on_error``."""
+    return validate_hook("on_error", value)
 
 
 class Settings:
@@ -148,6 +155,7 @@ __all__ = [
     "Handler",
     "Settings",
     "load_settings",
+    "validate_hook",
     "validate_on_error",
     "validate_thread_limit",
     "validate_timeout",

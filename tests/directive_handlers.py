@@ -31,3 +31,7 @@ def admin_first(outcome: Any) -> None:
 
 async def deep_second(outcome: Any) -> None:
     CALLS.append(("second", outcome))
+
+
+def record_reports(reports: Any, outcome: Any) -> None:
+    CALLS.append(("reports", reports))
