@@ -43,7 +43,7 @@ class AnyioPhase:
         self._began = 0.0  # when it started (time.perf_counter())
         self._reports: list[CleanupReport] | None = [] if config.observing() else None
 
-    async def run(self, pending: list[Entry]) -> None:
+    async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order).
 
         One shielded cancel scope serves a whole run of cleanups: its deadline is moved to
@@ -53,7 +53,7 @@ class AnyioPhase:
         while pending:
             overran = None
             with anyio.CancelScope(shield=True) as scope:
-                overran = await self._run_until_timeout(pending, scope)
+                overran = await self._run_until_timeout(pending, then, scope)
             if scope.cancelled_caught:
                 overran = self._running
             if overran is not None:
@@ -72,7 +72,7 @@ class AnyioPhase:
                 await self._call_hook(hook, (tuple(reports), self._outcome))
 
     async def _run_until_timeout(
-        self, pending: list[Entry], scope: anyio.CancelScope
+        self, pending: list[Entry], then: list[Entry] | None, scope: anyio.CancelScope
     ) -> Callable[..., Any] | None:
         """Run cleanups until ``pending`` is empty, or return the one that overran its timeout
         (or let its cancellation out, to ``scope``)."""
@@ -80,7 +80,7 @@ class AnyioPhase:
         while pending:
             if not is_async_callable(pending[-1][0]):
                 scope.deadline = math.inf
-                await self._run_sync(pending)
+                await self._run_sync(pending, then)
                 continue
             func, args, kwargs, context = pending.pop()
             self._running = func
@@ -109,8 +109,8 @@ class AnyioPhase:
             await awaitable
         return scope.cancel_called
 
-    async def _run_sync(self, pending: list[Entry]) -> None:
-        job = SyncJob(pending, describe_request(self._outcome.scope))
+    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
+        job = SyncJob(pending, then, describe_request(self._outcome.scope))
         done = anyio.Event()
         job.notify = partial(loop_caller(), done.set)
         self._config.pool.submit(job.run)

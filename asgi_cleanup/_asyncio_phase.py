@@ -45,6 +45,8 @@ ABANDON_GRACE = 1.0
 MAX_IDLE_WORKERS = 32
 
 _TIMED_OUT: Any = object()
+# A cleanup cut short because the event loop cancelled its worker task (shutdown).
+_LOOP_CLOSING: Any = object()
 
 
 class _Completion:
@@ -82,7 +84,12 @@ class WorkerTasks:
         self.idle: list[_Worker] = []
 
     def take(self) -> "_Worker":
-        return self.idle.pop() if self.idle else _Worker(self)
+        idle = self.idle
+        while idle:
+            worker = idle.pop()
+            if not worker.task.done():  # the event loop may have cancelled it while idle
+                return worker
+        return _Worker(self)
 
 
 class _Worker:
@@ -92,7 +99,8 @@ class _Worker:
 
     def __init__(self, pool: WorkerTasks) -> None:
         self.pool = pool
-        self.inbox: Future[tuple[Any, ...]] = pool.loop.create_future()
+        # A job, or None to dismiss the worker.
+        self.inbox: Future[tuple[Any, ...] | None] = pool.loop.create_future()
         # An empty context: a worker must not keep the context of the request that made it.
         self.task = pool.loop.create_task(self._serve(), context=contextvars.Context())
 
@@ -101,34 +109,58 @@ class _Worker:
         if len(self.pool.idle) < MAX_IDLE_WORKERS:
             self.pool.idle.append(self)
         else:
-            self.inbox.cancel()
+            self.inbox.set_result(None)
 
     def continue_with(self, job: tuple[Any, ...]) -> None:
         self.inbox.set_result(job)
 
     async def _serve(self) -> None:
+        task = self.task
         while True:
+            inbox = self.inbox
+            cancel: CancelledError | None = None
             try:
-                coro, yielded, context, deadline, done = await self.inbox
-            except CancelledError:
-                return  # dismissed: too many idle workers
+                job = await inbox
+            except CancelledError as exc:
+                if inbox.cancelled() or not inbox.done():
+                    self._retire()  # the event loop is shutting down
+                    raise
+                # A cleanup's first step, run as this task, asked to cancel it (an expired
+                # asyncio.timeout, say): that cancellation is the cleanup's.
+                job = inbox.result()
+                cancel = exc
+            if job is None:
+                self._retire()
+                return
+            coro, yielded, context, deadline, done = job
             self.inbox = self.pool.loop.create_future()
+            if cancel is not None and isinstance(yielded, Future):
+                yielded.cancel()  # as Task.cancel() does with what the task waits on
+                cancel = None
             timeout = asyncio.timeout_at(deadline)
             try:
                 async with timeout:
-                    await run_in_context(coro, context, yielded)
+                    await run_in_context(coro, context, yielded, cancel)
             except TimeoutError as exc:
                 done.set(_TIMED_OUT if timeout.expired() else exc)
-            except CancelledError:
-                done.set(CancelledError("the event loop is shutting down"))
-                raise
+            except CancelledError as exc:
+                if task.cancelling():
+                    done.set(_LOOP_CLOSING)
+                    self._retire()
+                    raise
+                done.set(exc)  # the cleanup's own, not ours: a failure like any other
             except BaseException as exc:  # KeyboardInterrupt too: the request task raises it
                 done.set(exc)
             else:
-                done.set(None)
+                # A cleanup that caught its timeout's cancellation and returned still overran.
+                done.set(_TIMED_OUT if timeout.expired() else None)
             if len(self.pool.idle) >= MAX_IDLE_WORKERS:
                 return
             self.pool.idle.append(self)
+
+    def _retire(self) -> None:
+        if self in self.pool.idle:
+            self.pool.idle.remove(self)
 
 
 class AsyncioPhase:
@@ -176,13 +208,16 @@ class AsyncioPhase:
     async def run_phase(self, entries: list[Entry] | None, directives: tuple[Any, ...]) -> None:
         """Run the dynamic cleanups (LIFO), then the directive cleanups."""
         try:
-            if entries:
-                await self.run(entries)
+            later: list[Entry] | None = None
             if directives:
                 # Directive cleanups run in the context as it was when the app finished.
                 outcome = self._outcome
                 context = contextvars.copy_context()
-                await self.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
+                later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
+            if entries:
+                await self.run(entries, later)
+            if later:
+                await self.run(later)
             if self._reports is not None:
                 await self._complete(self._reports)
         finally:
@@ -191,7 +226,7 @@ class AsyncioPhase:
         if self.cancelled is not None:
             raise self.cancelled
 
-    async def run(self, pending: list[Entry]) -> None:
+    async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
         loop = self._loop
         request_task = self._task
@@ -199,7 +234,7 @@ class AsyncioPhase:
         reports = self._reports
         while pending:
             if not is_async_callable(pending[-1][0]):
-                await self._run_sync(pending)
+                await self._run_sync(pending, then)
                 continue
             func, args, kwargs, context = pending.pop()
             began = time.perf_counter() if reports is not None else 0.0
@@ -223,7 +258,7 @@ class AsyncioPhase:
                     yielded = context.run(awaitable.send, None)
                 except StopIteration:
                     worker.release()
-                except Exception as exc:
+                except (Exception, CancelledError) as exc:  # a CancelledError of its own
                     worker.release()
                     result = exc
                 except BaseException:
@@ -258,7 +293,7 @@ class AsyncioPhase:
         except StopIteration:
             worker.release()
             return None
-        except Exception as exc:
+        except (Exception, CancelledError) as exc:  # a CancelledError of its own
             worker.release()
             return exc
         except BaseException:
@@ -285,7 +320,9 @@ class AsyncioPhase:
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
             return _TIMED_OUT  # it did not stop when cancelled: left behind
         value = done.value
-        if isinstance(value, BaseException) and not isinstance(value, Exception):
+        if value is _LOOP_CLOSING:
+            return CancelledError("the event loop cancelled the cleanup: it is shutting down")
+        if isinstance(value, BaseException) and not isinstance(value, Exception | CancelledError):
             raise value
         return value
 
@@ -320,9 +357,9 @@ class AsyncioPhase:
                     handle.cancel()
         return True
 
-    async def _run_sync(self, pending: list[Entry]) -> None:
+    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
         scope = self._outcome.scope
-        job = SyncJob(pending, describe_request(scope))
+        job = SyncJob(pending, then, describe_request(scope))
         done = _Completion()
         job.notify = partial(self._loop.call_soon_threadsafe, done.set)
         self._config.pool.submit(job.run)

@@ -66,16 +66,22 @@ def is_async_callable(func: Any) -> bool:
 
 @types.coroutine
 def run_in_context(
-    coro: "types.CoroutineType[Any, Any, Any]", context: contextvars.Context, yielded: Any = _FIRST
+    coro: "types.CoroutineType[Any, Any, Any]",
+    context: contextvars.Context,
+    yielded: Any = _FIRST,
+    throw: BaseException | None = None,
 ) -> Generator[Any, Any, Any]:
     """``yield from coro`` with every step of ``coro`` run in ``context``; if its first step
-    was already taken and gave ``yielded``, go on from there."""
+    was already taken and gave ``yielded``, go on from there (throwing ``throw`` in first, if
+    given)."""
     run = context.run
-    if yielded is _FIRST:
-        try:
+    try:
+        if yielded is _FIRST:
             yielded = run(coro.send, None)
-        except StopIteration as stop:
-            return stop.value
+        elif throw is not None:
+            yielded = run(coro.throw, throw)
+    except StopIteration as stop:
+        return stop.value
     while True:
         try:
             value = yield yielded

@@ -18,9 +18,10 @@ async def serve_lifespan(
     """Pass a lifespan scope to ``app``, awaiting ``before_shutdown()`` when the server asks
     for shutdown and before the app hears of it.
 
-    An app that does not speak lifespan (it raises before sending any lifespan message, as
-    Django's ``ASGIHandler`` does, or returns without sending one) gets the protocol answered
-    for it, so ``before_shutdown`` still runs. Anything else the app does is passed through.
+    An app that does not speak lifespan (it raises before receiving or sending any lifespan
+    message, as Django's ``ASGIHandler`` does, or returns without sending one) gets the
+    protocol answered for it, so ``before_shutdown`` still runs. Anything else the app does is
+    passed through, a startup that raises too.
     """
     received: set[str] = set()
     answered = False
@@ -40,8 +41,8 @@ async def serve_lifespan(
     try:
         await app(scope, lifespan_receive, lifespan_send)
     except Exception as exc:
-        if answered:
-            raise
+        if answered or received:
+            raise  # it took part in the protocol: a failed startup is the server's to see
         logger.debug("The app rejected the lifespan protocol (%r); answering it", exc)
     else:
         if answered:

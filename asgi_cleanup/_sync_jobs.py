@@ -25,8 +25,11 @@ class SyncJob:
     cleanup returning an awaitable ends the job: the event loop awaits it.
     """
 
-    def __init__(self, pending: list[Entry], request: str) -> None:
+    def __init__(self, pending: list[Entry], then: list[Entry] | None, request: str) -> None:
+        """Run from the end of ``pending``, and when it is empty from the end of ``then``:
+        consecutive sync cleanups share one hop across the dynamic and directive lists."""
         self.pending = pending
+        self.then = then
         self.current: Entry | None = None  # the cleanup running now (or last run)
         self.started_at = time.monotonic()
         self.lock = threading.Lock()
@@ -38,6 +41,11 @@ class SyncJob:
         # (cleanup, seconds, exception or None) of each cleanup the thread saw to its end.
         self._results: list[tuple[Callable[..., Any], float, Exception | None]] = []
         self._request = request
+
+    def _source(self) -> list[Entry] | None:
+        if self.pending:
+            return self.pending
+        return self.then or None
 
     def take_results(self) -> list[tuple[Callable[..., Any], float, Exception | None]]:
         with self.lock:
@@ -57,7 +65,9 @@ class SyncJob:
             if self.current is not None:
                 return 0, self.current
             # No thread was free in time: the next cleanup is given up unrun.
-            return 0, self.pending.pop()
+            source = self._source()
+            assert source is not None, "a job waiting for a thread has cleanups to run"
+            return 0, source.pop()
 
     def run(self) -> None:
         try:
@@ -70,12 +80,12 @@ class SyncJob:
             self.notify()
 
     def _run(self) -> None:
-        pending = self.pending
         while True:
             with self.lock:
-                if self.abandoned or not pending or is_async_callable(pending[-1][0]):
+                source = self._source()
+                if self.abandoned or source is None or is_async_callable(source[-1][0]):
                     return
-                self.current = func, args, kwargs, context = pending.pop()
+                self.current = func, args, kwargs, context = source.pop()
                 self.started_at = time.monotonic()
             try:
                 result = context.run(func, *args, **kwargs)

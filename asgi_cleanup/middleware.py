@@ -165,16 +165,21 @@ class CleanupMiddleware:
                 disconnected = complete = True
             return message
 
+        # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
+        # Mount moves the prefix to root_path), and these are the outermost settings.
+        directives_for = self._directives_for
+        directives = () if directives_for is None else directives_for(scope)
         started = perf_counter()
         try:
             await self.app(scope, watched_receive, watched_send)
         except BaseException as exc:
             duration = perf_counter() - started
             entries = registry._freeze()
-            directives = self._directives(scope, registry)
+            if registry._nested_directives is not None:
+                directives = _merge_directives(directives, registry._nested_directives)
             if not entries and not directives:
                 raise
-            if isinstance(exc, anyio.get_cancelled_exc_class()):
+            if _is_cancellation(exc):
                 registry._start((scope, status, None, complete, disconnected, duration), exc)
                 # The phase runs to its end, then the cancellation is delivered.
                 scheduler = self._scheduler
@@ -190,10 +195,8 @@ class CleanupMiddleware:
             raise
 
         entries = registry._freeze()
-        directives_for = self._directives_for
-        directives = () if directives_for is None else directives_for(scope)
         if registry._nested_directives is not None:
-            directives = self._directives(scope, registry)
+            directives = _merge_directives(directives, registry._nested_directives)
         if not entries and not directives:
             return
         registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
@@ -209,19 +212,6 @@ class CleanupMiddleware:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up.
             self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
-
-    def _directives(self, scope: Scope, registry: CleanupRegistry) -> tuple[Directive, ...]:
-        own = () if self._directives_for is None else self._directives_for(scope)
-        nested = registry._nested_directives
-        if nested is None:
-            return own
-        seen = set(map(id, own))
-        extra = []
-        for directive in nested:
-            if id(directive) not in seen:
-                seen.add(id(directive))
-                extra.append(directive)
-        return (*own, *extra)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished.
@@ -241,3 +231,22 @@ class CleanupMiddleware:
                 self._scheduler.active,
                 self.shutdown_timeout,
             )
+
+
+def _merge_directives(own: tuple[Directive, ...], nested: list[Directive]) -> tuple[Directive, ...]:
+    """The outer middleware's directives, then those nested middlewares added, each once."""
+    seen = set(map(id, own))
+    extra = []
+    for directive in nested:
+        if id(directive) not in seen:
+            seen.add(id(directive))
+            extra.append(directive)
+    return (*own, *extra)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """A cancellation, also when a task group (trio's nurseries are strict) wrapped it."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)

@@ -57,12 +57,15 @@ class CleanupRunner:
             outcome = registry.outcome
             assert outcome is not None
             phase = AnyioPhase(outcome, self._config)
-            if entries:
-                await phase.run(entries)
+            later: list[Entry] | None = None
             if directives:
                 # Directive cleanups run in the context as it was when the app finished.
                 context = contextvars.copy_context()
-                await phase.run([(d, (outcome,), {}, context.copy()) for d in reversed(directives)])
+                later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
+            if entries:
+                await phase.run(entries, later)
+            if later:
+                await phase.run(later)
             await phase.complete()
             return
         workers = self._workers
