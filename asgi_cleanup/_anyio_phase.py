@@ -5,6 +5,7 @@ timeout; sync cleanups run in the middleware's worker threads, one thread hop pe
 consecutive ones.
 """
 
+import contextvars
 import inspect
 import math
 import time
@@ -30,6 +31,9 @@ from ._threads import loop_caller
 from .outcome import CleanupReport, Outcome
 from .registry import Entry
 
+# How long past its timeout a cancelled cleanup may take to stop before it is left behind.
+ABANDON_GRACE = 1.0
+
 
 class AnyioPhase:
     """One request's cleanup phase. Failures and timeouts are logged and reported to the
@@ -39,26 +43,58 @@ class AnyioPhase:
         self._outcome = outcome
         self._config = config
         self._timeout = config.timeout
-        self._running: Callable[..., Any] | None = None  # the async cleanup running now
-        self._began = 0.0  # when it started (time.perf_counter())
         self._reports: list[CleanupReport] | None = [] if config.observing() else None
 
     async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order).
 
-        One shielded cancel scope serves a whole run of cleanups: its deadline is moved to
-        each async cleanup's own. A scope cannot be un-cancelled, so after a timeout the rest
-        runs in a new one.
+        The cleanups run in a task of their own that this one watches: an async cleanup still
+        running ``ABANDON_GRACE`` past its timeout (one that shields itself from the
+        cancellation) is left behind there, and the rest go on in a new task.
         """
+        import trio
+
+        timeout = self._timeout
         while pending:
-            overran = None
-            with anyio.CancelScope(shield=True) as scope:
-                overran = await self._run_until_timeout(pending, then, scope)
-            if scope.cancelled_caught:
-                overran = self._running
-            if overran is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._timed_out(overran, time.perf_counter() - self._began)
+            state = _Run()
+            trio.lowlevel.spawn_system_task(
+                self._execute, pending, then, state, context=contextvars.copy_context()
+            )
+            with anyio.CancelScope(shield=True):
+                while not state.done.is_set():
+                    wait = math.inf
+                    running = state.running
+                    if running is not None and timeout is not None:
+                        wait = state.began + timeout + ABANDON_GRACE - time.perf_counter()
+                        if wait <= 0:
+                            state.abandoned = True
+                            await self._timed_out(running, time.perf_counter() - state.began)
+                            break
+                    elif timeout is not None:
+                        wait = timeout + ABANDON_GRACE  # look again when one may be overdue
+                    with anyio.move_on_after(wait):
+                        await state.done.wait()
+            if state.fatal is not None:
+                raise state.fatal
+
+    async def _execute(self, pending: list[Entry], then: list[Entry] | None, state: "_Run") -> None:
+        """Run cleanups in one shielded cancel scope whose deadline is moved to each async
+        cleanup's own; a scope cannot be un-cancelled, so after a timeout, in a new one."""
+        try:
+            while pending and not state.abandoned:
+                overran = None
+                with anyio.CancelScope(shield=True) as scope:
+                    overran = await self._run_until_timeout(pending, then, scope, state)
+                if scope.cancelled_caught:
+                    overran = state.running
+                if overran is not None and not state.abandoned:
+                    state.running = None
+                    with anyio.CancelScope(shield=True):
+                        await self._timed_out(overran, time.perf_counter() - state.began)
+        except BaseException as exc:  # KeyboardInterrupt, say: the watching task raises it
+            state.fatal = exc
+        finally:
+            state.done.set()
 
     async def complete(self) -> None:
         """The phase is over: the DEBUG record, and ``on_complete``."""
@@ -72,32 +108,40 @@ class AnyioPhase:
                 await self._call_hook(hook, (tuple(reports), self._outcome))
 
     async def _run_until_timeout(
-        self, pending: list[Entry], then: list[Entry] | None, scope: anyio.CancelScope
+        self,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        scope: anyio.CancelScope,
+        state: "_Run",
     ) -> Callable[..., Any] | None:
         """Run cleanups until ``pending`` is empty, or return the one that overran its timeout
         (or let its cancellation out, to ``scope``)."""
         timeout = self._timeout
-        while pending:
+        while pending and not state.abandoned:
             if not is_async_callable(pending[-1][0]):
                 scope.deadline = math.inf
                 await self._run_sync(pending, then)
                 continue
             func, args, kwargs, context = pending.pop()
-            self._running = func
-            self._began = time.perf_counter()
+            state.running = func
+            state.began = time.perf_counter()
             if timeout is not None:
                 scope.deadline = anyio.current_time() + timeout
             try:
                 await run_in_context(as_coroutine(context.run(func, *args, **kwargs)), context)
             except Exception as exc:
-                if scope.cancel_called:
-                    return func
+                if state.abandoned or scope.cancel_called:
+                    return None if state.abandoned else func
+                state.running = None
                 scope.deadline = math.inf
-                await self._failed(func, exc, time.perf_counter() - self._began)
+                await self._failed(func, exc, time.perf_counter() - state.began)
                 continue
+            if state.abandoned:
+                return None
             if scope.cancel_called:  # it caught its cancellation and carried on
                 return func
-            self._record(func, time.perf_counter() - self._began, None, False)
+            state.running = None
+            self._record(func, time.perf_counter() - state.began, None, False)
         return None
 
     async def _await(self, awaitable: Awaitable[Any]) -> bool:
@@ -188,3 +232,16 @@ class AnyioPhase:
                 raise TimeoutError(f"hook timed out after {self._timeout:g}s")
         except Exception as hook_exc:
             log_hook_failure(hook, hook_exc, self._outcome.scope)
+
+
+class _Run:
+    """What the task running cleanups tells the task watching it."""
+
+    __slots__ = ("abandoned", "began", "done", "fatal", "running")
+
+    def __init__(self) -> None:
+        self.running: Callable[..., Any] | None = None  # the async cleanup running now
+        self.began = 0.0  # when it started (time.perf_counter())
+        self.abandoned = False
+        self.fatal: BaseException | None = None
+        self.done = anyio.Event()

@@ -51,22 +51,17 @@ async def test_cleanup_that_swallows_the_timeout_cancellation_is_still_reported_
     assert reported == [("swallows", TimeoutError)]
 
 
-# On trio a cleanup runs in the phase's own task, so one that shields itself cannot be left
-# behind: it is cancelled at its timeout and the phase waits until it stops (docs/guide.md
-# says so). Moving trio's cleanups into tasks of their own, as asyncio's are, is open work.
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_cleanup_that_shields_itself_is_abandoned_at_its_timeout_and_the_next_runs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # "on expiry it is abandoned, logged at ERROR, and the next one runs": a cleanup that
     # shields its own work (a common "finish closing no matter what" pattern) must not hold
-    # the phase past its timeout. asyncio abandons it (native cancellation goes through an
-    # anyio shield, and ABANDON_GRACE bounds the rest).
+    # the phase past its timeout: ABANDON_GRACE after it, the phase leaves it behind.
     next_started: list[float] = []
 
     async def shields_itself() -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.sleep(0.5)
+            await anyio.sleep(1.5)
 
     async def next_cleanup() -> None:
         next_started.append(time.monotonic())
@@ -77,6 +72,6 @@ async def test_cleanup_that_shields_itself_is_abandoned_at_its_timeout_and_the_n
         await call(middleware)
 
     assert len(next_started) == 1
-    assert next_started[0] - started < 0.3
+    assert next_started[0] - started < 1.4  # timeout 0.05 s + ABANDON_GRACE 1 s
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("shields_itself timed out" in m for m in errors), errors
