@@ -189,8 +189,19 @@ class CleanupMiddleware:
                 finally:
                     scheduler.finished()
             else:
-                error = exc if isinstance(exc, Exception) else None
-                registry._start((scope, status, error, complete, disconnected, duration), exc)
+                # No local may keep the exception: with its traceback holding this frame, it
+                # would make a reference cycle.
+                registry._start(
+                    (
+                        scope,
+                        status,
+                        exc if isinstance(exc, Exception) else None,
+                        complete,
+                        disconnected,
+                        duration,
+                    ),
+                    exc,
+                )
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 
@@ -200,7 +211,7 @@ class CleanupMiddleware:
         if not entries and not directives:
             return
         registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
-        if complete:
+        if complete and not (scope_type == "websocket" and disconnected):
             # run_phase holds back cancellations of this task until the phase has finished.
             scheduler = self._scheduler
             scheduler.started()
@@ -210,7 +221,8 @@ class CleanupMiddleware:
                 scheduler.finished()
         else:
             # Returning at once lets the server finish or abort the response as it would
-            # without us; the cleanups must not hold that up.
+            # without us; the cleanups must not hold that up. So too when the client closed a
+            # websocket: granian answers the close only when the app call returns.
             self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
 
     async def drain(self) -> None:

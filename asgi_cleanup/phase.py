@@ -50,6 +50,18 @@ class CleanupRunner:
         The phase is shielded from cancellation: one that arrives meanwhile (a native
         ``Task.cancel()`` on asyncio too) is delivered once it has finished.
         """
+        try:
+            await self._run_phase(registry, entries, directives)
+        finally:
+            if registry._ended_with is not None:
+                registry._finish()
+
+    async def _run_phase(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+    ) -> None:
         loop = asyncio._get_running_loop()
         if loop is None:
             # Trio: cancellation only ever comes through cancel scopes, which the phase's

@@ -127,7 +127,8 @@ class CleanupRegistry:
 
     @property
     def outcome(self) -> Outcome | None:
-        """How the request ended; ``None`` until cleanups start."""
+        """How the request ended; ``None`` until cleanups start (and again once they have
+        finished, for a request whose app call ended with an exception)."""
         outcome = self._outcome
         if outcome is None and self._outcome_fields is not None:
             outcome = self._outcome = Outcome(*self._outcome_fields)
@@ -159,6 +160,17 @@ class CleanupRegistry:
         receive ``ended_with``, the exception (a cancellation too) that ended the app call."""
         self._outcome_fields = outcome_fields
         self._ended_with = ended_with
+
+    def _finish(self) -> None:
+        """The phase of a request the app call ended with an exception is over: let go of it.
+
+        The exception's traceback holds the request's frames, and through their scope this
+        registry: a reference cycle, which some servers (granian) make one the garbage
+        collector cannot see. ``outcome`` reads ``None`` again from now on.
+        """
+        self._ended_with = None
+        self._outcome_fields = None
+        self._outcome = None
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
         if self._nested_directives is None:
