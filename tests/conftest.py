@@ -28,7 +28,7 @@ StartServer = Callable[..., ServerProcess]
 
 @pytest.fixture(params=SERVER_KINDS)
 def server_kind(request: pytest.FixtureRequest) -> str:
-    """Which real server to run: "uvicorn", "hypercorn-asyncio" or "hypercorn-trio"."""
+    """Which real server to run: one of ``servers.SERVER_KINDS``."""
     kind: str = request.param
     return kind
 
@@ -47,9 +47,9 @@ def start_server(
 ) -> Generator[StartServer, None, None]:
     """Start a server of ``server_kind``; every server started is stopped at teardown.
 
-    ``start_server(graceful_timeout=None, app="server_apps:app", extra_args=(), env={})``
-    returns a ready :class:`ServerProcess`. Its log goes to ``tmp_path`` and is attached to
-    the report of a failed test.
+    ``start_server(graceful_timeout=None, workers=None, app="server_apps:app",
+    extra_args=(), env={})`` returns a ready :class:`ServerProcess`. Its log goes to
+    ``tmp_path`` and is attached to the report of a failed test.
     """
     started: list[ServerProcess] = []
     request.node.stash[_SERVERS] = started
@@ -57,6 +57,7 @@ def start_server(
     def start(
         *,
         graceful_timeout: float | None = None,
+        workers: int | None = None,
         app: str = "server_apps:app",
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
@@ -67,6 +68,7 @@ def start_server(
             app=app,
             env={"ASGI_CLEANUP_MARKS": str(marks_path), **(env or {})},
             graceful_timeout=graceful_timeout,
+            workers=workers,
             extra_args=extra_args,
         )
         started.append(server)

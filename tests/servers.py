@@ -1,14 +1,20 @@
-"""Run real ASGI servers (uvicorn, hypercorn) as subprocesses for the real-server tests.
+"""Run real ASGI servers (uvicorn, hypercorn, granian, daphne) as subprocesses for the real-server
+tests and the soak tool (``benchmarks/soak.py``).
 
 A :class:`ServerProcess` serves an app (by default ``server_apps:app``) on 127.0.0.1 with a
 free ephemeral port, writes the server's stdout and stderr to a log file, is ready once
 ``GET /health`` answers, and is stopped with SIGINT, then killed after a bound. Every wait here
 has a deadline, so nothing can hang a test.
 
+:data:`LIMITS` says which cases a server cannot run, and why, as facts about the server that hold
+on any machine; the tests skip with that reason.
+
 :class:`RawHTTPConnection` is a minimal HTTP/1.1 client on one raw socket (h11 parses), so that
-a test can prove that two requests went over the *same* keep-alive connection, and see exactly
-when the server closes it. :func:`read_marks` and :func:`wait_for_marks` read the JSON lines
-that the cleanups of ``server_apps`` write.
+a test can prove that two requests went over the *same* keep-alive connection, pipeline
+requests, walk away at any point of a request, and see exactly when the server closes the
+connection. :class:`RawWebSocket` is the same for websockets (wsproto). :func:`read_marks` and
+:func:`wait_for_marks` read the JSON lines that the cleanups of ``server_apps`` write;
+:func:`process_tree` and :func:`rss_kib` read a server's processes and memory from ``/proc``.
 """
 
 from __future__ import annotations
@@ -22,24 +28,93 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import h11
+import wsproto
+import wsproto.events as ws_events
 
 HOST = "127.0.0.1"
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
-#: The servers the real-server tests run on: uvicorn (asyncio), hypercorn on asyncio and on trio.
-SERVER_KINDS: tuple[str, ...] = ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+#: The servers the real-server tests run on: uvicorn (asyncio), hypercorn on asyncio and on
+#: trio, granian (ASGI interface, asyncio loop) and daphne (Twisted on asyncio).
+SERVER_KINDS: tuple[str, ...] = (
+    "uvicorn",
+    "hypercorn-asyncio",
+    "hypercorn-trio",
+    "granian",
+    "daphne",
+)
 
-READY_TIMEOUT = 10.0
+#: What a server cannot do, as a fact about the server: (kind, capability) -> why not.
+LIMITS: dict[tuple[str, str], str] = {
+    ("daphne", "lifespan"): "daphne has no lifespan, so nothing can hold its shutdown",
+    ("daphne", "workers"): "daphne has no --workers option: one process serves every connection",
+    **{
+        (kind, "workers-shutdown"): (
+            "hypercorn --workers N terminates every worker still shutting down as soon as the "
+            "first one has exited (SIGTERM, which its workers do not handle), so cleanups still "
+            "running in the others are lost (test_real_server_facts.py proves it)"
+        )
+        for kind in ("hypercorn-asyncio", "hypercorn-trio")
+    },
+    ("daphne", "workers-shutdown"): "daphne has no --workers option",
+    ("daphne", "streamed-body"): (
+        "daphne reads the whole request body before it calls the app, so a client that leaves "
+        "before or during the body never reaches the app (nothing is registered, nothing runs)"
+    ),
+    ("daphne", "graceful-timeout"): (
+        "daphne has no graceful-shutdown timeout: at a signal it cancels every app task at once"
+    ),
+    ("granian", "graceful-timeout"): (
+        "granian has no graceful-shutdown timeout that cancels request tasks: at a signal it "
+        "runs the lifespan shutdown, then drops the request tasks left without cancelling them"
+    ),
+    **{
+        (kind, "close-timeout"): (
+            f"{kind} cancels a request task only at shutdown, after its graceful timeout; only "
+            "daphne has a timeout (--application-close-timeout) that cancels one while it serves"
+        )
+        for kind in ("uvicorn", "hypercorn-asyncio", "hypercorn-trio")
+    },
+    ("granian", "close-timeout"): (
+        "granian never cancels a request task (at shutdown it drops those left); only daphne "
+        "has a timeout (--application-close-timeout) that cancels one while it serves"
+    ),
+}
+
+#: How long after an app raised a server may take to send its own 500 or cut the response:
+#: daphne reports an app's exception from a check that runs once a second.
+APP_ERROR_DELAY: dict[str, float] = {"daphne": 1.0}
+
+#: What a server does with a response the app started and then raised: "cut" it (close the
+#: connection at once), or leave it "open", unfinished, with the connection (daphne: the check
+#: that would answer fails on it and is never run again; see test_real_server_facts.py).
+STARTED_RESPONSE_ON_APP_ERROR: dict[str, str] = {"daphne": "open"}
+
+READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 KILL_TIMEOUT = 5.0
+
+
+def limit(kind: str, capability: str) -> str | None:
+    """Why server ``kind`` cannot run cases that need ``capability``, or None if it can."""
+    return LIMITS.get((kind, capability))
+
+
+def require(kind: str, capability: str) -> None:
+    """Skip the calling test, with the reason, if server ``kind`` lacks ``capability``."""
+    why = limit(kind, capability)
+    if why is not None:
+        import pytest
+
+        pytest.skip(why)
 
 
 def free_port() -> int:
@@ -56,25 +131,47 @@ def server_command(
     port: int,
     *,
     graceful_timeout: float | None = None,
+    workers: int | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The command line that serves ``app`` ("module:attr") with server ``kind`` on ``port``.
 
     ``graceful_timeout`` is how long the server lets request tasks run after a shutdown signal
     before it cancels them (uvicorn ``--timeout-graceful-shutdown``, default: wait for ever;
-    hypercorn ``--graceful-timeout``, default 3 s).
+    hypercorn ``--graceful-timeout``, default 3 s); granian and daphne have no such option
+    (:data:`LIMITS`). ``workers`` is the number of worker processes (not daphne).
     """
+    for capability, wanted in (("graceful-timeout", graceful_timeout), ("workers", workers)):
+        why = limit(kind, capability)
+        if wanted is not None and why is not None:
+            raise ValueError(why)
     if kind == "uvicorn":
         cmd = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)]
         cmd += ["--lifespan", "on", "--loop", "asyncio"]
         if graceful_timeout is not None:
             cmd += ["--timeout-graceful-shutdown", _seconds(graceful_timeout)]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
     elif kind in ("hypercorn-asyncio", "hypercorn-trio"):
         worker_class = kind.removeprefix("hypercorn-")
         cmd = [sys.executable, "-m", "hypercorn", app, "--bind", f"{HOST}:{port}"]
         cmd += ["--worker-class", worker_class, "--access-logfile", "-", "--error-logfile", "-"]
         if graceful_timeout is not None:
             cmd += ["--graceful-timeout", _seconds(graceful_timeout)]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
+    elif kind == "granian":
+        # The ASGI interface runs the lifespan protocol; "asginl" would not.
+        cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "asyncio"]
+        cmd += ["--host", HOST, "--port", str(port)]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
+        cmd += [*extra_args, app]
+        return cmd
+    elif kind == "daphne":
+        cmd = [sys.executable, "-m", "daphne", "--bind", HOST, "--port", str(port)]
+        cmd += [*extra_args, app]
+        return cmd
     else:
         raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}")
     return [*cmd, *extra_args]
@@ -98,6 +195,7 @@ class ServerProcess:
     app: str = "server_apps:app"
     env: dict[str, str] = field(default_factory=dict)
     graceful_timeout: float | None = None
+    workers: int | None = None
     extra_args: Sequence[str] = ()
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +225,7 @@ class ServerProcess:
                 self.app,
                 self.port,
                 graceful_timeout=self.graceful_timeout,
+                workers=self.workers,
                 extra_args=self.extra_args,
             )
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -148,6 +247,7 @@ class ServerProcess:
             self._terminate()
             if not address_in_use:
                 break
+            self.proc = None
         if exited is None:
             why = f"was not ready within {ready_timeout} s"
         else:
@@ -238,7 +338,7 @@ class ServerProcess:
             return
         if self.proc.returncode is None:
             # Not reaped yet, so its pid (the group's id) cannot have been reused. The group
-            # also holds hypercorn's worker process, which would outlive a killed parent.
+            # also holds the servers' worker processes, which would outlive a killed parent.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
@@ -265,6 +365,58 @@ class ServerProcess:
         if len(text) > chars:
             text = "...\n" + text[-chars:]
         return f"\n--- {self.name} log ({self.log_path}) ---\n{text}"
+
+    def processes(self) -> list[int]:
+        """The pids of the server process and all its descendants (workers), parent first."""
+        return process_tree(self.pid)
+
+    def rss_kib(self) -> dict[int, int]:
+        """Resident memory (``VmRSS``, KiB) of each process of the server, by pid."""
+        sizes = {pid: rss_kib(pid) for pid in self.processes()}
+        return {pid: size for pid, size in sizes.items() if size is not None}
+
+
+# --- processes and memory, from /proc ----------------------------------------------------------
+
+
+def _parent_pids() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants, breadth first (Linux ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parent_pids().items():
+        children.setdefault(parent, []).append(child)
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop(0)
+        tree.append(current)
+        queue.extend(sorted(children.get(current, [])))
+    return tree
+
+
+def rss_kib(pid: int) -> int | None:
+    """``VmRSS`` of process ``pid`` in KiB (``/proc/<pid>/status``), None if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
 
 
 # --- reading what the cleanups did ------------------------------------------------------------
@@ -332,6 +484,9 @@ class RawResponse:
     server_closes: bool
 
 
+Headers = Iterable[tuple[str, str]]
+
+
 class RawHTTPConnection:
     """One HTTP/1.1 keep-alive connection on a raw socket; every read has a deadline."""
 
@@ -357,32 +512,93 @@ class RawHTTPConnection:
     def close(self) -> None:
         self.sock.close()
 
+    def abort(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), as a client that crashes or times out does."""
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        self.sock.close()
+
     def local_address(self) -> tuple[str, int]:
         address: tuple[str, int] = self.sock.getsockname()
         return address
 
-    def get(self, target: str, timeout: float | None = None) -> RawResponse:
-        """Send ``GET target`` on this connection and read the response.
+    def _request(self, method: str, target: str, headers: Headers, length: int | None) -> Any:
+        all_headers = [("Host", f"{self.host}:{self.port}"), ("User-Agent", "asgi-cleanup-tests")]
+        if length is not None:
+            all_headers.append(("Content-Length", str(length)))
+        return h11.Request(method=method, target=target, headers=[*all_headers, *headers])
+
+    def get(
+        self, target: str, timeout: float | None = None, *, partial_ok: bool = False
+    ) -> RawResponse:
+        """Send ``GET target`` on this connection and read the response (see :meth:`request`)."""
+        return self.request("GET", target, timeout=timeout, partial_ok=partial_ok)
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Headers = (),
+        body: bytes = b"",
+        timeout: float | None = None,
+        partial_ok: bool = False,
+    ) -> RawResponse:
+        """Send a request on this connection and read the response.
 
         Raises :class:`ConnectionClosedError` if the server closed the connection (or reset
         it) before the response began; returns a response with ``complete=False`` if it was
-        cut after it began.
+        cut after it began. A response still unfinished after ``timeout`` raises
+        ``TimeoutError``, or with ``partial_ok`` is returned with ``complete=False``.
         """
         timeout = self.timeout if timeout is None else timeout
-        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-            self.h11.start_next_cycle()
-        request = h11.Request(
-            method="GET",
-            target=target,
-            headers=[("Host", f"{self.host}:{self.port}"), ("User-Agent", "asgi-cleanup-tests")],
-        )
+        self._next_cycle()
+        length = len(body) if body or method not in ("GET", "HEAD") else None
         started = time.monotonic()
-        deadline = started + timeout
+        data = self.h11.send(self._request(method, target, headers, length)) or b""
+        if body:
+            data += self.h11.send(h11.Data(data=body)) or b""
+        data += self.h11.send(h11.EndOfMessage()) or b""
         try:
-            self.sock.sendall(self.h11.send(request) + (self.h11.send(h11.EndOfMessage()) or b""))
+            self.sock.sendall(data)
         except OSError as exc:
             raise ConnectionClosedError(f"send failed: {exc!r}") from exc
         self.requests += 1
+        return self._read_response(f"{method} {target}", started, started + timeout, partial_ok)
+
+    def pipeline(self, targets: Sequence[str], timeout: float | None = None) -> list[RawResponse]:
+        """Send ``GET`` for every target in one write, before any response; read them all.
+
+        Each response's ``elapsed`` runs from that single write.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        self._next_cycle()
+        data = b""
+        for target in targets:
+            # A throwaway h11 connection renders each request: ours allows one at a time.
+            renderer = h11.Connection(our_role=h11.CLIENT)
+            data += renderer.send(self._request("GET", target, (), None)) or b""
+            data += renderer.send(h11.EndOfMessage()) or b""
+        started = time.monotonic()
+        self.sock.sendall(data)
+        self.requests += len(targets)
+        responses = []
+        for i, target in enumerate(targets):
+            if i:
+                self._next_cycle()
+            # Our h11 has to believe it sent this request to parse the answer to it.
+            self.h11.send(self._request("GET", target, (), None))
+            self.h11.send(h11.EndOfMessage())
+            responses.append(self._read_response(f"GET {target}", started, started + timeout))
+        return responses
+
+    def _next_cycle(self) -> None:
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+
+    def _read_response(
+        self, what: str, started: float, deadline: float, partial_ok: bool = False
+    ) -> RawResponse:
         response: h11.Response | None = None
         body = bytearray()
         complete = False
@@ -392,7 +608,12 @@ class RawHTTPConnection:
             except h11.RemoteProtocolError:
                 break  # EOF in the middle of the response
             if event is h11.NEED_DATA:
-                data = self._recv(deadline)
+                try:
+                    data = self._recv(deadline)
+                except TimeoutError:
+                    if partial_ok and response is not None:
+                        break
+                    raise
                 if data is None:
                     break
                 self.h11.receive_data(data)
@@ -409,7 +630,7 @@ class RawHTTPConnection:
         ended = time.monotonic()
         if response is None:
             raise ConnectionClosedError(
-                f"no response to GET {target} within {ended - started:.3f} s (connection closed)"
+                f"no response to {what} within {ended - started:.3f} s (connection closed)"
             )
         return RawResponse(
             status=response.status_code,
@@ -429,11 +650,7 @@ class RawHTTPConnection:
         """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        request = h11.Request(
-            method="GET", target=target, headers=[("Host", f"{self.host}:{self.port}")]
-        )
-        self.sock.sendall(self.h11.send(request) + (self.h11.send(h11.EndOfMessage()) or b""))
-        self.requests += 1
+        self.sock.sendall(self.send_head("GET", target))
         received = bytearray()
         while marker not in received:
             data = self._recv(deadline)
@@ -441,6 +658,18 @@ class RawHTTPConnection:
                 raise ConnectionClosedError(f"closed before {marker!r}; got {bytes(received)!r}")
             received += data
         return bytes(received)
+
+    def send_head(
+        self, method: str, target: str, *, headers: Headers = (), length: int | None = None
+    ) -> bytes:
+        """The bytes of a request's head (with ``Content-Length: length`` if given), and, for a
+        request without a body, its end: for a test that sends the body itself, or not."""
+        self._next_cycle()
+        data = self.h11.send(self._request(method, target, headers, length)) or b""
+        if not length:
+            data += self.h11.send(h11.EndOfMessage()) or b""
+        self.requests += 1
+        return data
 
     def _recv(self, deadline: float) -> bytes | None:
         """Bytes from the socket; b"" on EOF (passed to h11); None on reset or deadline."""
@@ -470,3 +699,91 @@ class RawHTTPConnection:
             return True
         assert data == b"", f"unexpected bytes from the server: {data[:200]!r}"
         return True
+
+
+# --- a raw websocket client ---------------------------------------------------------------------
+
+
+class RawWebSocket:
+    """One websocket connection on a raw socket (wsproto); every read has a deadline.
+
+    ``events`` collects what the server sent: ``("text", str)``, ``("close", code)``.
+    """
+
+    def __init__(self, port: int, target: str, host: str = HOST, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.events: list[tuple[str, Any]] = []
+        self.closed_by_server = False
+        self.sock.sendall(self.ws.send(ws_events.Request(host=f"{host}:{port}", target=target)))
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self._events(deadline):
+                if isinstance(event, ws_events.AcceptConnection):
+                    return
+                if isinstance(event, ws_events.RejectConnection):
+                    raise ConnectionError(f"websocket to {target} rejected: {event}")
+
+    def __enter__(self) -> RawWebSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.sock.close()
+
+    def _events(self, deadline: float) -> list[ws_events.Event]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no websocket event before the deadline")
+        self.sock.settimeout(remaining)
+        try:
+            data: bytes | None = self.sock.recv(65536)
+        except TimeoutError:
+            raise TimeoutError("no websocket event before the deadline") from None
+        except ConnectionResetError:
+            data = None
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+    def send_text(self, text: str) -> None:
+        self.sock.sendall(self.ws.send(ws_events.TextMessage(data=text)))
+
+    def receive(self, timeout: float | None = None) -> tuple[str, Any]:
+        """The next text message or close from the server, as ``(kind, value)``.
+
+        A close from the server is answered (the closing handshake) and returned as
+        ``("close", code)``.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for event in self._events(deadline):
+                if isinstance(event, ws_events.TextMessage):
+                    self.events.append(("text", event.data))
+                    return self.events[-1]
+                if isinstance(event, ws_events.CloseConnection):
+                    self.closed_by_server = True
+                    with contextlib.suppress(OSError, wsproto.utilities.LocalProtocolError):
+                        self.sock.sendall(self.ws.send(event.response()))
+                    self.events.append(("close", event.code))
+                    return self.events[-1]
+                if isinstance(event, ws_events.Ping):
+                    self.sock.sendall(self.ws.send(event.response()))
+
+    def close(self, code: int = 1000, timeout: float | None = None) -> int | None:
+        """Start the closing handshake; the code of the server's answering close, if any."""
+        self.sock.sendall(self.ws.send(ws_events.CloseConnection(code=code)))
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with contextlib.suppress(TimeoutError, OSError):
+            while True:
+                events = self._events(deadline)
+                for event in events:
+                    if isinstance(event, ws_events.CloseConnection):
+                        return event.code
+                if not events and self.ws.state is wsproto.connection.ConnectionState.CLOSED:
+                    return None
+        return None
