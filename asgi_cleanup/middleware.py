@@ -90,13 +90,11 @@ class CleanupMiddleware:
             self.timeout, WorkerPool(self.thread_limit), self.on_error, self.on_complete
         )
         self._scheduler = PhaseScheduler()
-        self._lifespan_seen = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
-                self._lifespan_seen = True
                 await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
             else:
                 await self.app(scope, receive, send)
@@ -190,7 +188,6 @@ class CleanupMiddleware:
                     await self._runner.run_phase(registry, entries, directives)
                 finally:
                     scheduler.finished()
-                await self._settle_before_cancellation()
             else:
                 # No local may keep the exception: with its traceback holding this frame, it
                 # would make a reference cycle.
@@ -220,12 +217,8 @@ class CleanupMiddleware:
             scheduler.started()
             try:
                 await self._runner.run_phase(registry, entries, directives)
-            except BaseException as exc:
+            finally:
                 scheduler.finished()
-                if _is_cancellation(exc):
-                    await self._settle_before_cancellation()
-                raise
-            scheduler.finished()
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up. So too when the client closed a
@@ -240,15 +233,6 @@ class CleanupMiddleware:
         ``shutdown_timeout``.
         """
         await self._scheduler.drain()
-
-    async def _settle_before_cancellation(self) -> None:
-        """This request's task was cancelled and its own phase is done. Without a lifespan
-        (daphne) a cancellation may be the server shutting down, and daphne then waits only
-        until the first task it cancelled ends: wait, bounded, for every other phase too."""
-        if self._lifespan_seen or not self._scheduler.active:
-            return
-        with anyio.CancelScope(shield=True):
-            await self._drain_for_shutdown()
 
     async def _drain_for_shutdown(self) -> None:
         with anyio.move_on_after(self.shutdown_timeout):
