@@ -154,7 +154,9 @@ class AnyioPhase:
         return scope.cancel_called
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
-        job = SyncJob(pending, then, describe_request(self._outcome.scope))
+        job = SyncJob(
+            pending, then, describe_request(self._outcome.scope), self._reports is not None
+        )
         done = anyio.Event()
         job.notify = partial(loop_caller(), done.set)
         self._config.pool.submit(job.run)

@@ -14,6 +14,7 @@ worker, which is where it ends.
 
 import asyncio
 import contextvars
+import inspect
 import time
 import types
 from asyncio import CancelledError, Future
@@ -45,6 +46,10 @@ ABANDON_GRACE = 1.0
 MAX_IDLE_WORKERS = 32
 
 _TIMED_OUT: Any = object()
+_FunctionType = types.FunctionType
+_CO_COROUTINE = inspect.CO_COROUTINE
+# What run_first_steps gives when it stopped before a cleanup it cannot run.
+NOT_STARTED: Any = object()
 # A cleanup cut short because the event loop cancelled its worker task (shutdown).
 _LOOP_CLOSING: Any = object()
 
@@ -163,6 +168,104 @@ class _Worker:
             self.pool.idle.remove(self)
 
 
+def step_awaitable(
+    loop: asyncio.AbstractEventLoop,
+    request_task: "asyncio.Task[Any]",
+    workers: WorkerTasks,
+    context: contextvars.Context,
+    awaitable: Awaitable[Any],
+) -> Any:
+    """Take the first step of ``awaitable`` in ``context``, as an idle worker task (see the
+    module's docstring).
+
+    Returns ``None`` if it finished there, the exception it raised (a ``CancelledError`` of
+    its own too), or a ``_Suspended`` that ``AsyncioPhase`` sees to its end.
+    """
+    coro = awaitable if type(awaitable) is types.CoroutineType else as_coroutine(awaitable)
+    idle = workers.idle
+    worker = idle.pop() if idle else _Worker(workers)
+    _leave_task(loop, request_task)
+    _enter_task(loop, worker.task)
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration:
+        worker.release()
+        return None
+    except (Exception, CancelledError) as exc:  # a CancelledError of its own
+        worker.release()
+        return exc
+    except BaseException:
+        worker.release()
+        raise
+    finally:
+        _leave_task(loop, worker.task)
+        _enter_task(loop, request_task)
+    return _Suspended(coro, yielded, worker, time.monotonic(), context)
+
+
+def run_first_steps(
+    loop: asyncio.AbstractEventLoop,
+    workers: WorkerTasks,
+    entries: list[Entry],
+    reports: list[CleanupReport] | None = None,
+) -> Any:
+    """Run the async cleanups at the end of ``entries`` (LIFO) as long as each finishes in
+    its first step: the phase's fast path, with no task, timer or await of its own.
+
+    Returns ``None`` once ``entries`` is empty; ``NOT_STARTED`` at a sync cleanup, which it
+    leaves in place; or ``(func, result, began)`` for the cleanup it removed that failed
+    (``result`` is the exception) or suspended (a ``_Suspended``), for ``AsyncioPhase``.
+    With ``reports``, each cleanup that finished is timed and recorded there.
+    """
+    request_task = asyncio.current_task(loop)
+    assert request_task is not None, "the cleanup phase runs in a task"
+    idle = workers.idle
+    while entries:
+        func = entries[-1][0]
+        # is_async_callable's first test, inlined: plain coroutine functions are most cleanups.
+        if type(func) is not _FunctionType or func.__dict__:
+            if not is_async_callable(func):
+                return NOT_STARTED
+        elif not func.__code__.co_flags & _CO_COROUTINE:
+            return NOT_STARTED
+        func, args, kwargs, context = entries.pop()
+        began = time.perf_counter() if reports is not None else 0.0
+        try:
+            # Unpacking an empty kwargs still builds a dict: most cleanups have none.
+            awaitable = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
+        except Exception as exc:
+            return func, exc, began
+        if type(awaitable) is not types.CoroutineType:
+            if awaitable is not None:
+                result = step_awaitable(loop, request_task, workers, context, awaitable)
+                if result is not None:
+                    return func, result, began
+        else:
+            # Inlined step_awaitable: the path every async cleanup takes.
+            worker = idle.pop() if idle else _Worker(workers)
+            _leave_task(loop, request_task)
+            _enter_task(loop, worker.task)
+            try:
+                yielded = context.run(awaitable.send, None)
+            except StopIteration:
+                idle.append(worker)  # release(): it came from there, or idle was empty
+            except (Exception, CancelledError) as exc:  # a CancelledError of its own
+                worker.release()
+                return func, exc, began
+            except BaseException:
+                worker.release()
+                raise
+            else:
+                suspended = _Suspended(awaitable, yielded, worker, time.monotonic(), context)
+                return func, suspended, began
+            finally:
+                _leave_task(loop, worker.task)
+                _enter_task(loop, request_task)
+        if reports is not None:
+            reports.append(CleanupReport(func, time.perf_counter() - began, None, False))
+    return None
+
+
 class AsyncioPhase:
     """One request's cleanup phase on asyncio.
 
@@ -205,9 +308,17 @@ class AsyncioPhase:
         assert outcome is not None, "registry._start() comes before the phase"
         return outcome
 
-    async def run_phase(self, entries: list[Entry] | None, directives: tuple[Any, ...]) -> None:
-        """Run the dynamic cleanups (LIFO), then the directive cleanups."""
+    async def run_phase(
+        self,
+        entries: list[Entry] | None,
+        directives: tuple[Any, ...],
+        carried: Any = NOT_STARTED,
+    ) -> None:
+        """Run the dynamic cleanups (LIFO), then the directive cleanups; first, see to its
+        end the cleanup ``run_first_steps`` stopped at (``carried``), if any."""
         try:
+            if carried is not NOT_STARTED:
+                await self._settle(*carried)
             later: list[Entry] | None = None
             if directives:
                 # Directive cleanups run in the context as it was when the app finished.
@@ -228,81 +339,32 @@ class AsyncioPhase:
 
     async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order)."""
-        loop = self._loop
-        request_task = self._task
-        idle = self._workers.idle
-        reports = self._reports
         while pending:
-            if not is_async_callable(pending[-1][0]):
+            carried = run_first_steps(self._loop, self._workers, pending, self._reports)
+            if carried is NOT_STARTED:
                 await self._run_sync(pending, then)
-                continue
-            func, args, kwargs, context = pending.pop()
-            began = time.perf_counter() if reports is not None else 0.0
-            result: Any = None
-            try:
-                awaitable = context.run(func, *args, **kwargs)
-            except Exception as exc:
-                result = exc
-                awaitable = None
-            if awaitable is None:
-                pass
-            elif type(awaitable) is not types.CoroutineType:
-                result = await self._await(awaitable, context)
-            else:
-                # The first step, as the worker task (see the module's docstring).
-                worker = idle.pop() if idle else _Worker(self._workers)
-                suspended = None
-                _leave_task(loop, request_task)
-                _enter_task(loop, worker.task)
-                try:
-                    yielded = context.run(awaitable.send, None)
-                except StopIteration:
-                    worker.release()
-                except (Exception, CancelledError) as exc:  # a CancelledError of its own
-                    worker.release()
-                    result = exc
-                except BaseException:
-                    worker.release()
-                    raise
-                else:
-                    suspended = _Suspended(awaitable, yielded, worker, time.monotonic(), context)
-                finally:
-                    _leave_task(loop, worker.task)
-                    _enter_task(loop, request_task)
-                if suspended is not None:
-                    result = await self._finish(suspended)
-            timed_out = result is _TIMED_OUT
-            if result is not None:
-                result = await self._report(func, result)
-            if reports is not None:
-                seconds = time.perf_counter() - began
-                reports.append(CleanupReport(func, seconds, result, timed_out))
+            elif carried is not None:
+                await self._settle(*carried)
+
+    async def _settle(self, func: Callable[..., Any], result: Any, began: float) -> None:
+        """See a cleanup whose first step gave ``result`` (see ``run_first_steps``) to its end;
+        report a failure, and record it for ``on_complete``."""
+        if type(result) is _Suspended:
+            result = await self._finish(result)
+        timed_out = result is _TIMED_OUT
+        if result is not None:
+            result = await self._report(func, result)
+        if self._reports is not None:
+            seconds = time.perf_counter() - began
+            self._reports.append(CleanupReport(func, seconds, result, timed_out))
 
     async def _await(self, awaitable: Awaitable[Any], context: contextvars.Context) -> Any:
         """Await ``awaitable`` in ``context``; ``None``, or the exception it raised, or
         ``_TIMED_OUT``."""
-        coro = as_coroutine(awaitable)
-        loop = self._loop
-        request_task = self._task
-        idle = self._workers.idle
-        worker = idle.pop() if idle else _Worker(self._workers)
-        _leave_task(loop, request_task)
-        _enter_task(loop, worker.task)
-        try:
-            yielded = context.run(coro.send, None)
-        except StopIteration:
-            worker.release()
-            return None
-        except (Exception, CancelledError) as exc:  # a CancelledError of its own
-            worker.release()
-            return exc
-        except BaseException:
-            worker.release()
-            raise
-        finally:
-            _leave_task(loop, worker.task)
-            _enter_task(loop, request_task)
-        return await self._finish(_Suspended(coro, yielded, worker, time.monotonic(), context))
+        result = step_awaitable(self._loop, self._task, self._workers, context, awaitable)
+        if type(result) is _Suspended:
+            return await self._finish(result)
+        return result
 
     async def _finish(self, suspended: "_Suspended") -> Any:
         """Hand a suspended cleanup to its worker task and wait, within the timeout."""
@@ -359,7 +421,7 @@ class AsyncioPhase:
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
         scope = self._outcome.scope
-        job = SyncJob(pending, then, describe_request(scope))
+        job = SyncJob(pending, then, describe_request(scope), self._reports is not None)
         done = _Completion()
         job.notify = partial(self._loop.call_soon_threadsafe, done.set)
         self._config.pool.submit(job.run)

@@ -25,9 +25,16 @@ class SyncJob:
     cleanup returning an awaitable ends the job: the event loop awaits it.
     """
 
-    def __init__(self, pending: list[Entry], then: list[Entry] | None, request: str) -> None:
+    def __init__(
+        self,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        request: str,
+        record_successes: bool = True,
+    ) -> None:
         """Run from the end of ``pending``, and when it is empty from the end of ``then``:
-        consecutive sync cleanups share one hop across the dynamic and directive lists."""
+        consecutive sync cleanups share one hop across the dynamic and directive lists.
+        Failures are always collected, cleanups that succeed only with ``record_successes``."""
         self.pending = pending
         self.then = then
         self.current: Entry | None = None  # the cleanup running now (or last run)
@@ -41,6 +48,7 @@ class SyncJob:
         # (cleanup, seconds, exception or None) of each cleanup the thread saw to its end.
         self._results: list[tuple[Callable[..., Any], float, Exception | None]] = []
         self._request = request
+        self.record_successes = record_successes
 
     def _source(self) -> list[Entry] | None:
         if self.pending:
@@ -80,33 +88,39 @@ class SyncJob:
             self.notify()
 
     def _run(self) -> None:
+        lock = self.lock
+        # What the cleanup just run gave, recorded with the next pop under one lock.
+        done: tuple[Callable[..., Any], float, Exception | None] | None = None
         while True:
-            with self.lock:
+            with lock:
+                if done is not None:
+                    if self.abandoned:
+                        break
+                    self._results.append(done)
+                    done = None
                 source = self._source()
                 if self.abandoned or source is None or is_async_callable(source[-1][0]):
                     return
                 self.current = func, args, kwargs, context = source.pop()
-                self.started_at = time.monotonic()
+                self.started_at = began = time.monotonic()
             try:
-                result = context.run(func, *args, **kwargs)
+                # Unpacking an empty kwargs still builds a dict: most cleanups have none.
+                result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
             except Exception as exc:
-                with self.lock:
-                    if not self.abandoned:
-                        self._results.append((func, time.monotonic() - self.started_at, exc))
-                        continue
-                logger.error(
-                    "Cleanup %s failed after it was abandoned for %s",
-                    describe_callable(func),
-                    self._request,
-                    exc_info=exc,
-                )
-                return
-            if inspect.isawaitable(result):
+                done = (func, time.monotonic() - began, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
                 self.awaitable = result  # the event loop awaits it, and reports the cleanup
                 return
-            with self.lock:
-                if not self.abandoned:
-                    self._results.append((func, time.monotonic() - self.started_at, None))
+            if self.record_successes:
+                done = (func, time.monotonic() - began, None)
+        if done[2] is not None:
+            logger.error(
+                "Cleanup %s failed after it was abandoned for %s",
+                describe_callable(done[0]),
+                self._request,
+                exc_info=done[2],
+            )
 
 
 def _noop() -> None:

@@ -6,19 +6,21 @@ from typing import Any
 
 import anyio
 
+from ._asyncio_phase import NOT_STARTED
 from ._lifespan import serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
 from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
-from ._types import AnyASGIApp, Message, Receive, Scope, Send
+from ._types import AnyASGIApp, Receive, Scope, Send
 from .phase import CleanupRunner, CompleteHook, Directive, ErrorHook
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, Entry
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
 
 
 _UNSET: Any = object()
+_REQUEST_TYPES = frozenset({"http", "websocket"})
 _DEFAULT_TIMEOUT = 5.0
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _DEFAULT_THREAD_LIMIT = 8
@@ -93,7 +95,7 @@ class CleanupMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type != "http" and scope_type != "websocket":
+        if scope_type not in _REQUEST_TYPES:
             if scope_type == "lifespan":
                 await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
             else:
@@ -101,7 +103,7 @@ class CleanupMiddleware:
             return
 
         outer = scope.get("cleanup")
-        if isinstance(outer, CleanupRegistry):
+        if outer is not None and isinstance(outer, CleanupRegistry):
             # Nested: join the outer middleware's registry and phase.
             if self._directives_for is not None:
                 directives = self._directives_for(scope)
@@ -110,68 +112,16 @@ class CleanupMiddleware:
             await self.app(scope, receive, send)
             return
 
-        registry = CleanupRegistry()
-        scope["cleanup"] = registry
-        status: int | None = None
-        complete = False
-        disconnected = False
-        trailers = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status, complete, disconnected, trailers
-            kind = message["type"]
-            if kind == "http.response.body":  # the most frequent message first
-                final = not trailers and not message.get("more_body", False)
-            elif kind == "http.response.start" or kind == "websocket.http.response.start":
-                status = message["status"]
-                trailers = message.get("trailers", False)
-                final = False
-            else:
-                final = (
-                    kind == "websocket.close"
-                    or kind == "http.response.pathsend"
-                    or (kind == "websocket.http.response.body" and not message.get("more_body"))
-                    or (kind == "http.response.trailers" and not message.get("more_trailers"))
-                    or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-                )
-            if not final:
-                try:
-                    await send(message)
-                except Exception:
-                    if not complete:
-                        disconnected = True
-                    raise
-                return
-            # Complete as soon as the server has the last message: a disconnect it reports
-            # while still in send() (hypercorn ends the stream there) comes after the response,
-            # and a cancellation that interrupts send() then does not undo what went out.
-            was_complete, complete = complete, True
-            try:
-                await send(message)
-            except Exception:
-                if not was_complete:
-                    complete = False
-                    disconnected = True
-                raise
-
-        async def watched_receive() -> Message:
-            nonlocal complete, disconnected
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.disconnect":
-                if not complete:
-                    disconnected = True
-            elif kind == "websocket.disconnect" and not complete:
-                disconnected = complete = True
-            return message
-
+        registry = scope["cleanup"] = CleanupRegistry()
+        registry._send = send
+        registry._receive = receive
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives_for = self._directives_for
         directives = () if directives_for is None else directives_for(scope)
         started = perf_counter()
         try:
-            await self.app(scope, watched_receive, watched_send)
+            await self.app(scope, registry._watched_receive, registry._watched_send)
         except BaseException as exc:
             duration = perf_counter() - started
             entries = registry._freeze()
@@ -179,29 +129,23 @@ class CleanupMiddleware:
                 directives = _merge_directives(directives, registry._nested_directives)
             if not entries and not directives:
                 raise
+            # No local may keep the exception: with its traceback holding this frame, it
+            # would make a reference cycle.
+            registry._start(
+                (
+                    scope,
+                    registry._status,
+                    exc if isinstance(exc, Exception) else None,
+                    registry._complete,
+                    registry._disconnected,
+                    duration,
+                ),
+                exc,
+            )
             if _is_cancellation(exc):
-                registry._start((scope, status, None, complete, disconnected, duration), exc)
                 # The phase runs to its end, then the cancellation is delivered.
-                scheduler = self._scheduler
-                scheduler.started()
-                try:
-                    await self._runner.run_phase(registry, entries, directives)
-                finally:
-                    scheduler.finished()
+                await self._run_inline(registry, entries, directives)
             else:
-                # No local may keep the exception: with its traceback holding this frame, it
-                # would make a reference cycle.
-                registry._start(
-                    (
-                        scope,
-                        status,
-                        exc if isinstance(exc, Exception) else None,
-                        complete,
-                        disconnected,
-                        duration,
-                    ),
-                    exc,
-                )
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 
@@ -210,20 +154,45 @@ class CleanupMiddleware:
             directives = _merge_directives(directives, registry._nested_directives)
         if not entries and not directives:
             return
-        registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
-        if complete and not (scope_type == "websocket" and disconnected):
-            # run_phase holds back cancellations of this task until the phase has finished.
-            scheduler = self._scheduler
-            scheduler.started()
-            try:
-                await self._runner.run_phase(registry, entries, directives)
-            finally:
-                scheduler.finished()
+        complete = registry._complete
+        registry._start(
+            (
+                scope,
+                registry._status,
+                None,
+                complete,
+                registry._disconnected,
+                perf_counter() - started,
+            )
+        )
+        if complete and not (scope_type == "websocket" and registry._disconnected):
+            carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
+            if carried is None:  # every dynamic cleanup has run
+                if not directives:
+                    return
+                carried = NOT_STARTED
+            await self._run_inline(registry, entries, directives, carried)
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us; the cleanups must not hold that up. So too when the client closed a
             # websocket: granian answers the close only when the app call returns.
             self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
+
+    async def _run_inline(
+        self,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        carried: Any = NOT_STARTED,
+    ) -> None:
+        """Run the phase in the request's task; ``run_phase`` holds back a cancellation of
+        the task until the phase has finished."""
+        scheduler = self._scheduler
+        scheduler.started()
+        try:
+            await self._runner.run_phase(registry, entries, directives, carried)
+        finally:
+            scheduler.finished()
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished.

@@ -6,9 +6,10 @@ do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere 
 
 import asyncio
 import contextvars
+from typing import Any
 
 from ._anyio_phase import AnyioPhase
-from ._asyncio_phase import AsyncioPhase, WorkerTasks
+from ._asyncio_phase import NOT_STARTED, AsyncioPhase, WorkerTasks, run_first_steps
 from ._calls import CompleteHook, Directive, ErrorHook, PhaseConfig
 from ._threads import WorkerPool
 from .registry import CleanupRegistry, Entry
@@ -38,20 +39,37 @@ class CleanupRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None
 
+    def run_first_steps(self, entries: list[Entry]) -> Any:
+        """Run, at once, the dynamic cleanups that need no more than that: on asyncio, async
+        cleanups (LIFO) that finish in their first step, when no hook or DEBUG record needs
+        their timings.
+
+        Returns ``None`` if every entry ran, else what to pass to ``run_phase`` as
+        ``carried`` for the rest of the phase.
+        """
+        loop = asyncio._get_running_loop()
+        if loop is None or self._config.observing():
+            return NOT_STARTED
+        workers = self._workers
+        if loop is not self._loop or workers is None:
+            self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
+        return run_first_steps(loop, workers, entries)
+
     async def run_phase(
         self,
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
+        carried: Any = NOT_STARTED,
     ) -> None:
         """Run the dynamic cleanups (LIFO), then the directive cleanups, with the outcome
-        ``registry._start()`` was given.
+        ``registry._start()`` was given; ``carried`` is what ``run_first_steps`` left.
 
         The phase is shielded from cancellation: one that arrives meanwhile (a native
         ``Task.cancel()`` on asyncio too) is delivered once it has finished.
         """
         try:
-            await self._run_phase(registry, entries, directives)
+            await self._run_phase(registry, entries, directives, carried)
         finally:
             if registry._ended_with is not None:
                 registry._finish()
@@ -61,6 +79,7 @@ class CleanupRunner:
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
+        carried: Any,
     ) -> None:
         loop = asyncio._get_running_loop()
         if loop is None:
@@ -83,4 +102,6 @@ class CleanupRunner:
         workers = self._workers
         if loop is not self._loop or workers is None:
             self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
-        await AsyncioPhase(loop, workers, registry, self._config).run_phase(entries, directives)
+        await AsyncioPhase(loop, workers, registry, self._config).run_phase(
+            entries, directives, carried
+        )

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import describe_callable
+from ._types import Message, Receive, Send
 from .outcome import Outcome
 
 P = ParamSpec("P")
@@ -42,6 +43,15 @@ class CleanupRegistry:
     _ended_with: BaseException | None = None
     # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
     _nested_directives: list[Callable[[Outcome], Any]] | None = None
+    # How the response went, which the middleware learns by passing the app's messages on
+    # through _watched_send and _watched_receive: the registry does that job too, as one
+    # object per request costs less than a registry plus closures over the same state.
+    _send: Send
+    _receive: Receive
+    _status: int | None = None
+    _complete = False
+    _disconnected = False
+    _trailers = False
 
     def register(
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -171,6 +181,53 @@ class CleanupRegistry:
         self._ended_with = None
         self._outcome_fields = None
         self._outcome = None
+
+    async def _watched_send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":  # the most frequent message first
+            final = not self._trailers and not message.get("more_body", False)
+        elif kind == "http.response.start" or kind == "websocket.http.response.start":
+            self._status = message["status"]
+            self._trailers = message.get("trailers", False)
+            final = False
+        else:
+            final = (
+                kind == "websocket.close"
+                or kind == "http.response.pathsend"
+                or (kind == "websocket.http.response.body" and not message.get("more_body"))
+                or (kind == "http.response.trailers" and not message.get("more_trailers"))
+                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
+            )
+        if not final:
+            try:
+                await self._send(message)
+            except Exception:
+                if not self._complete:
+                    self._disconnected = True
+                raise
+            return
+        # Complete as soon as the server has the last message: a disconnect it reports while
+        # still in send() (hypercorn ends the stream there) comes after the response, and a
+        # cancellation that interrupts send() then does not undo what went out.
+        was_complete = self._complete
+        self._complete = True
+        try:
+            await self._send(message)
+        except Exception:
+            if not was_complete:
+                self._complete = False
+                self._disconnected = True
+            raise
+
+    async def _watched_receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            if not self._complete:
+                self._disconnected = True
+        elif kind == "websocket.disconnect" and not self._complete:
+            self._disconnected = self._complete = True
+        return message
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
         if self._nested_directives is None:
