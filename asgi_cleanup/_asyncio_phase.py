@@ -210,7 +210,8 @@ def run_first_steps(
     reports: list[CleanupReport] | None = None,
 ) -> Any:
     """Run the async cleanups at the end of ``entries`` (LIFO) as long as each finishes in
-    its first step: the phase's fast path, with no task, timer or await of its own.
+    its first step: the phase's fast path, with no task, timer or await of its own. They run
+    as one idle worker task, lent for the whole run (see the module's docstring).
 
     Returns ``None`` once ``entries`` is empty; ``NOT_STARTED`` at a sync cleanup, which it
     leaves in place; or ``(func, result, began)`` for the cleanup it removed that failed
@@ -220,50 +221,49 @@ def run_first_steps(
     request_task = asyncio.current_task(loop)
     assert request_task is not None, "the cleanup phase runs in a task"
     idle = workers.idle
-    while entries:
-        func = entries[-1][0]
-        # is_async_callable's first test, inlined: plain coroutine functions are most cleanups.
-        if type(func) is not _FunctionType or func.__dict__:
-            if not is_async_callable(func):
+    lent = idle.pop() if idle else _Worker(workers)
+    worker: _Worker | None = lent  # None once a suspended cleanup keeps it
+    worker_task = lent.task
+    _leave_task(loop, request_task)
+    _enter_task(loop, worker_task)
+    try:
+        while entries:
+            func = entries[-1][0]
+            # is_async_callable's first test, inlined: plain coroutine functions are most.
+            if type(func) is not _FunctionType or func.__dict__:
+                if not is_async_callable(func):
+                    return NOT_STARTED
+            elif not func.__code__.co_flags & _CO_COROUTINE:
                 return NOT_STARTED
-        elif not func.__code__.co_flags & _CO_COROUTINE:
-            return NOT_STARTED
-        func, args, kwargs, context = entries.pop()
-        began = time.perf_counter() if reports is not None else 0.0
-        try:
-            # Unpacking an empty kwargs still builds a dict: most cleanups have none.
-            awaitable = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
-        except Exception as exc:
-            return func, exc, began
-        if type(awaitable) is not types.CoroutineType:
-            if awaitable is not None:
-                result = step_awaitable(loop, request_task, workers, context, awaitable)
-                if result is not None:
-                    return func, result, began
-        else:
-            # Inlined step_awaitable: the path every async cleanup takes.
-            worker = idle.pop() if idle else _Worker(workers)
-            _leave_task(loop, request_task)
-            _enter_task(loop, worker.task)
+            func, args, kwargs, context = entries.pop()
+            began = time.perf_counter() if reports is not None else 0.0
+            run = context.run
             try:
-                yielded = context.run(awaitable.send, None)
-            except StopIteration:
-                idle.append(worker)  # release(): it came from there, or idle was empty
-            except (Exception, CancelledError) as exc:  # a CancelledError of its own
-                worker.release()
+                # Unpacking an empty kwargs still builds a dict: most cleanups have none.
+                awaitable = run(func, *args, **kwargs) if kwargs else run(func, *args)
+            except Exception as exc:
                 return func, exc, began
-            except BaseException:
-                worker.release()
-                raise
-            else:
-                suspended = _Suspended(awaitable, yielded, worker, time.monotonic(), context)
-                return func, suspended, began
-            finally:
-                _leave_task(loop, worker.task)
-                _enter_task(loop, request_task)
-        if reports is not None:
-            reports.append(CleanupReport(func, time.perf_counter() - began, None, False))
-    return None
+            if awaitable is not None:
+                if type(awaitable) is not types.CoroutineType:
+                    awaitable = as_coroutine(awaitable)
+                try:
+                    yielded = run(awaitable.send, None)
+                except StopIteration:
+                    pass
+                except (Exception, CancelledError) as exc:  # a CancelledError of its own
+                    return func, exc, began
+                else:
+                    suspended = _Suspended(awaitable, yielded, lent, time.monotonic(), context)
+                    worker = None
+                    return func, suspended, began
+            if reports is not None:
+                reports.append(CleanupReport(func, time.perf_counter() - began, None, False))
+        return None
+    finally:
+        _leave_task(loop, worker_task)
+        _enter_task(loop, request_task)
+        if worker is not None:
+            worker.release()
 
 
 class AsyncioPhase:
