@@ -4,6 +4,8 @@ unfinished."""
 
 import asyncio
 import contextvars
+import itertools
+from asyncio import CancelledError
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,51 +17,90 @@ Phase = Coroutine[Any, Any, None]
 class PhaseScheduler:
     """Tracks the cleanup phases running or pending, and starts phases in tasks of their own."""
 
-    __slots__ = ("_active", "_idle_events", "_tasks")
+    __slots__ = ("_idle_events", "_numbers", "_running", "_tasks", "_watchers")
 
     def __init__(self) -> None:
-        self._active = 0
+        self._numbers = itertools.count()
+        self._running: set[int] = set()
         self._idle_events: list[anyio.Event] = []
+        # (phases still awaited, future set when none is left) of each outlast() call.
+        self._watchers: list[tuple[set[int], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def active(self) -> int:
         """Phases running or pending."""
-        return self._active
+        return len(self._running)
 
-    def started(self) -> None:
-        """A phase is starting in the caller's task; ``finished()`` must follow."""
-        self._active += 1
+    def started(self) -> int:
+        """A phase is starting in the caller's task; ``finished()`` must follow, with the
+        number returned."""
+        number = next(self._numbers)
+        self._running.add(number)
+        return number
 
-    def finished(self) -> None:
-        self._active -= 1
-        if not self._active and self._idle_events:
+    def finished(self, number: int) -> None:
+        self._running.discard(number)
+        for awaited, done in self._watchers:
+            awaited.discard(number)
+            if not awaited and not done.done():
+                done.set_result(None)
+        if not self._running and self._idle_events:
             for event in self._idle_events:
                 event.set()
             self._idle_events.clear()
 
     def spawn(self, phase: Phase) -> None:
         """Run the coroutine ``phase`` in a task of its own; return at once."""
-        self._active += 1
+        number = self.started()
         loop = asyncio._get_running_loop()
         if loop is not None:
-            task = loop.create_task(self._tracked(phase))
+            task = loop.create_task(self._tracked(phase, number))
             self._tasks.add(task)  # the event loop keeps only weak references to tasks
             task.add_done_callback(self._tasks.discard)
             return
         import trio
 
-        trio.lowlevel.spawn_system_task(self._tracked, phase, context=contextvars.copy_context())
+        trio.lowlevel.spawn_system_task(
+            self._tracked, phase, number, context=contextvars.copy_context()
+        )
 
     async def drain(self) -> None:
         """Wait until every phase running or pending has finished."""
-        while self._active:
+        while self._running:
             event = anyio.Event()
             self._idle_events.append(event)
             await event.wait()
 
-    async def _tracked(self, phase: Phase) -> None:
+    async def outlast(self, bound: float | None) -> None:
+        """On asyncio, wait until every phase running now has finished, at most ``bound``
+        seconds, whatever cancellation the caller's task receives meanwhile (the caller
+        holds one already, and delivers it afterwards)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        watcher = (set(self._running), done)
+        if not watcher[0]:
+            return
+        self._watchers.append(watcher)
+        timer = None if bound is None else loop.call_later(bound, _set, done)
+        try:
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except CancelledError:
+                    continue
+        finally:
+            self._watchers.remove(watcher)
+            if timer is not None:
+                timer.cancel()
+
+    async def _tracked(self, phase: Phase, number: int) -> None:
         try:
             await phase
         finally:
-            self.finished()
+            self.finished(number)
+
+
+def _set(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)

@@ -1,4 +1,6 @@
+import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from time import perf_counter
@@ -92,11 +94,14 @@ class CleanupMiddleware:
             self.timeout, WorkerPool(self.thread_limit), self.on_error, self.on_complete
         )
         self._scheduler = PhaseScheduler()
+        # Whether a server has sent a lifespan scope: daphne never does.
+        self._lifespan_seen = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type not in _REQUEST_TYPES:
             if scope_type == "lifespan":
+                self._lifespan_seen = True
                 await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
             else:
                 await self.app(scope, receive, send)
@@ -188,11 +193,21 @@ class CleanupMiddleware:
         """Run the phase in the request's task; ``run_phase`` holds back a cancellation of
         the task until the phase has finished."""
         scheduler = self._scheduler
-        scheduler.started()
+        number = scheduler.started()
         try:
             await self._runner.run_phase(registry, entries, directives, carried)
-        finally:
-            scheduler.finished()
+        except asyncio.CancelledError:
+            scheduler.finished(number)
+            if not self._lifespan_seen and anyio.current_effective_deadline() != -math.inf:
+                # Cancelled natively, not by an anyio scope, and with no lifespan: daphne
+                # shutting down. It cancels every request's task and waits only until the
+                # first of them ends, so each waits for the phases running now first.
+                await scheduler.outlast(self.shutdown_timeout)
+            raise
+        except BaseException:
+            scheduler.finished(number)
+            raise
+        scheduler.finished(number)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished.

@@ -264,3 +264,98 @@ async def test_send_failing_after_client_left_still_runs_cleanups() -> None:
     assert outcome.client_disconnected is True
     assert outcome.response_complete is False
     assert outcome.exception is gone
+
+
+def app_with_cleanup_seconds() -> Any:
+    """Registers a cleanup sleeping ``?seconds`` (from the path, ``/<id>/<seconds>``) that
+    logs its end."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        _, rid, seconds = scope["path"].split("/")
+
+        async def cleanup() -> None:
+            await anyio.sleep(float(seconds))
+            scope["log"].append(f"{rid} end")
+
+        scope["cleanup"].register(cleanup)
+        await send(START)
+        await send(BODY)
+
+    return app
+
+
+async def cancel_two_requests(middleware: CleanupMiddleware) -> list[str]:
+    """Two requests whose cleanups run (0.1 s and 0.4 s), both tasks cancelled natively at
+    once, as daphne does at shutdown; what had happened when the first task ended."""
+    log: list[str] = []
+    tasks = []
+    for path in ("/short/0.1", "/long/0.4"):
+        scope = http_scope(path)
+        scope["log"] = log
+        receive, send, _ = client()
+        tasks.append(asyncio.create_task(middleware(scope, receive, send)))
+    await asyncio.sleep(0.05)
+    for task in tasks:
+        task.cancel()
+    done, _ = await asyncio.wait(tasks, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    assert done
+    seen = [*log, "first task ended"]
+    await asyncio.wait(tasks, timeout=2)
+    assert all(task.cancelled() for task in tasks)
+    return seen
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_lifespan_a_natively_cancelled_request_waits_for_the_other_phases() -> None:
+    # daphne has no lifespan, cancels every request task at shutdown and stops as soon as
+    # the first of them ends: the first to finish its own phase waits for the others.
+    middleware = CleanupMiddleware(app_with_cleanup_seconds())
+
+    seen = await cancel_two_requests(middleware)
+
+    assert seen == ["short end", "long end", "first task ended"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_with_lifespan_a_natively_cancelled_request_does_not_wait_for_others() -> None:
+    # With a lifespan, the shutdown drain is what waits (uvicorn, hypercorn, granian).
+    middleware = CleanupMiddleware(app_with_cleanup_seconds())
+    lifespan_messages = [{"type": "lifespan.startup"}]
+
+    async def receive() -> Message:
+        if lifespan_messages:
+            return lifespan_messages.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        pass
+
+    lifespan = asyncio.create_task(middleware({"type": "lifespan"}, receive, send))
+    await asyncio.sleep(0.01)
+
+    seen = await cancel_two_requests(middleware)
+    lifespan.cancel()
+
+    assert seen == ["short end", "first task ended"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_request_cancelled_by_a_cancel_scope_does_not_wait_for_others() -> None:
+    # A request deadline (an anyio scope around the app) is no shutdown: the deadline's own
+    # answer must not wait for other requests' cleanups.
+    middleware = CleanupMiddleware(app_with_cleanup_seconds())
+    log: list[str] = []
+    receive, send, _ = client()
+    other = http_scope("/long/0.4")
+    other["log"] = log
+    other_task = asyncio.create_task(middleware(other, receive, send))
+    deadline_scope = http_scope("/short/0.1")
+    deadline_scope["log"] = log
+
+    with anyio.move_on_after(0.05):
+        await middleware(deadline_scope, receive, send)
+    log.append("deadline passed")
+    await asyncio.wait_for(other_task, 2)
+
+    assert log == ["short end", "deadline passed", "long end"]

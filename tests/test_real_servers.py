@@ -359,16 +359,11 @@ def test_shutdown_signal_during_slow_cleanups_loses_none(
     then drops them (so the middleware's lifespan drain holds it), daphne cancels them natively
     at once and waits for the tasks it cancelled, but only until the first one ends (it gathers
     them with ``asyncio.gather``), and not at all for the task of an app error's phase, which it
-    does not know of (daphne has no lifespan to hold)."""
+    does not know of (daphne has no lifespan to hold): so there, a request task cancelled
+    natively with no lifespan seen waits, bounded, for every phase running before it ends."""
     short_grace = grace == "grace-shorter-than-cleanup"
     if short_grace:
         require(server_kind, "graceful-timeout")
-    if server_kind == "daphne":
-        # A known gap: daphne stops once the first task it cancelled has ended, and the
-        # middleware cannot tell its shutdown from any other cancellation (holding every
-        # cancelled request for all phases delayed apps' own deadline handling, in the soak
-        # run), so the later phases are lost. Remove this line to see it fail.
-        pytest.xfail("daphne stops after the first cancelled task: later phases are lost")
     server = start_server(graceful_timeout=1 if short_grace else None)
     # Daphne's answer to an app error takes up to a second, and the signal must come later
     # (below), so its cleanups are longer.
