@@ -129,6 +129,7 @@ class CleanupMiddleware:
             await self.app(scope, registry._watched_receive, registry._watched_send)
         except BaseException as exc:
             duration = perf_counter() - started
+            del registry._send, registry._receive  # see CleanupRegistry._send
             entries = registry._freeze()
             if registry._nested_directives is not None:
                 directives = _merge_directives(directives, registry._nested_directives)
@@ -154,6 +155,7 @@ class CleanupMiddleware:
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 
+        del registry._send, registry._receive  # see CleanupRegistry._send
         entries = registry._freeze()
         if registry._nested_directives is not None:
             directives = _merge_directives(directives, registry._nested_directives)
@@ -174,6 +176,7 @@ class CleanupMiddleware:
             carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
             if carried is None:  # every dynamic cleanup has run
                 if not directives:
+                    registry._finish()
                     return
                 carried = NOT_STARTED
             await self._run_inline(registry, entries, directives, carried)

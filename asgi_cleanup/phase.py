@@ -71,8 +71,7 @@ class CleanupRunner:
         try:
             await self._run_phase(registry, entries, directives, carried)
         finally:
-            if registry._ended_with is not None:
-                registry._finish()
+            registry._finish()
 
     async def _run_phase(
         self,

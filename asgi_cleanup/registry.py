@@ -25,6 +25,14 @@ logger = logging.getLogger("asgi_cleanup")
 _lock = threading.Lock()
 
 
+async def _send_after_return(message: Message) -> None:
+    raise RuntimeError(f"ASGI send() called after the app call returned: {message['type']!r}")
+
+
+async def _receive_after_return() -> Message:
+    raise RuntimeError("ASGI receive() called after the app call returned")
+
+
 class CleanupRegistry:
     """The cleanups of one request, found at ``scope["cleanup"]``.
 
@@ -46,8 +54,12 @@ class CleanupRegistry:
     # How the response went, which the middleware learns by passing the app's messages on
     # through _watched_send and _watched_receive: the registry does that job too, as one
     # object per request costs less than a registry plus closures over the same state.
-    _send: Send
-    _receive: Receive
+    # The server's send and receive while the app call runs. The middleware then removes
+    # them: the server's objects hold the scope, which holds this registry, a reference cycle
+    # that only the garbage collector would free (so every request's objects would wait for
+    # it). An app that goes on using them after its call returned gets these.
+    _send: Send = staticmethod(_send_after_return)
+    _receive: Receive = staticmethod(_receive_after_return)
     _status: int | None = None
     _complete = False
     _disconnected = False
@@ -137,8 +149,8 @@ class CleanupRegistry:
 
     @property
     def outcome(self) -> Outcome | None:
-        """How the request ended; ``None`` until cleanups start (and again once they have
-        finished, for a request whose app call ended with an exception)."""
+        """How the request ended, for the cleanups: ``None`` until they start, and again
+        once they have all finished."""
         outcome = self._outcome
         if outcome is None and self._outcome_fields is not None:
             outcome = self._outcome = Outcome(*self._outcome_fields)
@@ -172,11 +184,11 @@ class CleanupRegistry:
         self._ended_with = ended_with
 
     def _finish(self) -> None:
-        """The phase of a request the app call ended with an exception is over: let go of it.
-
-        The exception's traceback holds the request's frames, and through their scope this
-        registry: a reference cycle, which some servers (granian) make one the garbage
-        collector cannot see. ``outcome`` reads ``None`` again from now on.
+        """The phase is over: let go of the outcome, which holds the scope (which holds this
+        registry), and of the exception the app call ended with, whose traceback holds the
+        request's frames. Either makes a reference cycle that only the garbage collector
+        frees, and some servers (granian) make it one the collector cannot see. ``outcome``
+        reads ``None`` again from now on.
         """
         self._ended_with = None
         self._outcome_fields = None

@@ -2,12 +2,13 @@ import contextlib
 import gc
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from raw import call
 
 from asgi_cleanup import CleanupMiddleware, CleanupRegistry
-from asgi_cleanup._types import Receive, Scope, Send
+from asgi_cleanup._types import Message, Receive, Scope, Send
 
 ALIVE: list["weakref.ref[AppError]"] = []
 
@@ -48,3 +49,93 @@ async def test_app_error_is_freed_without_the_garbage_collector_once_its_phase_i
     await middleware.drain()
     assert registries[0].outcome is None  # let go of, once the phase was over
     assert ALIVE[0]() is None
+
+
+class ServerConnection:
+    """As a server's per-request object: its ``send`` and ``receive`` are bound methods of an
+    object that holds the scope (uvicorn's ``RequestResponseCycle``, hypercorn's stream)."""
+
+    def __init__(self, path: str) -> None:
+        self.scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        self.sent: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+    async def receive(self) -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def async_cleanup(outcome_of: CleanupRegistry) -> None:
+    assert outcome_of.outcome is not None
+
+
+def sync_cleanup(outcome_of: CleanupRegistry) -> None:
+    assert outcome_of.outcome is not None
+
+
+async def registering_app(scope: Scope, receive: Receive, send: Send) -> None:
+    cleanups = {
+        "/async": [async_cleanup],
+        "/sync": [sync_cleanup],
+        "/both": [async_cleanup, sync_cleanup],
+    }
+    for cleanup in cleanups.get(scope["path"], []):
+        scope["cleanup"].register(cleanup, scope["cleanup"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/nothing", "/async", "/sync", "/both"])
+async def test_a_served_request_leaves_no_reference_cycle(path: str) -> None:
+    # Were the registry to keep the server's send (which holds the scope, which holds the
+    # registry) or the outcome (which holds the scope), every request's objects would wait
+    # for the garbage collector: behind uvicorn that cost a quarter of the throughput.
+    middleware = CleanupMiddleware(registering_app)
+    connection = ServerConnection(path)
+    await middleware(connection.scope, connection.receive, connection.send)  # warm-up
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            connection = ServerConnection(path)
+            await middleware(connection.scope, connection.receive, connection.send)
+            assert len(connection.sent) == 2
+        del connection
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+@pytest.mark.anyio
+async def test_send_and_receive_kept_past_the_app_call_raise_a_clear_error() -> None:
+    kept: list[Any] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kept.extend((send, receive))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    connection = ServerConnection("/")
+    await CleanupMiddleware(app)(connection.scope, connection.receive, connection.send)
+
+    send, receive = kept
+    with pytest.raises(RuntimeError, match="send\\(\\) called after the app call returned"):
+        await send({"type": "http.response.body", "body": b"late"})
+    with pytest.raises(RuntimeError, match="receive\\(\\) called after the app call returned"):
+        await receive()
+    assert len(connection.sent) == 2
