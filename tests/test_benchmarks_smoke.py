@@ -1,22 +1,101 @@
+"""``python -m benchmarks --quick``: every part runs and prints its tables (no thresholds)."""
+
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
-def test_benchmark_command_runs_and_reports_every_target() -> None:
+def run_quick(*args: str, timeout: float) -> str:
+    """The output of ``python -m benchmarks --quick ARGS``, which must exit with 0."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
+        [sys.executable, "-m", "benchmarks", "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def sections(output: str) -> dict[str, list[str]]:
+    """The lines under each top-level heading ("# Served, ..."), by the heading's first word."""
+    found: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("# "):
+            lines = found.setdefault(line[2:].split(",")[0], [])
+        else:
+            lines.append(line)
+    return found
+
+
+def rows(lines: list[str], *cells: str) -> int:
+    """How many table rows start with these cells."""
+    start = "| " + " | ".join(cells) + " |"
+    return sum(line.startswith(start) for line in lines)
+
+
+# Installing wrk (apt-get, as root, when it is missing) can take a few minutes.
+@pytest.mark.timeout(600)
+def test_benchmark_command_runs_every_part_and_reports_every_target(tmp_path: Path) -> None:
+    chart = tmp_path / "chart.png"
+    output = run_quick("--chart", str(chart), timeout=570)
+    parts = sections(output)
+    counted = "Instructions per request (callgrind)"
+    assert set(parts) == {"In-process", counted, "Served", "Memory"}
+
+    if not any(line.startswith("skipped: valgrind is not installed") for line in parts[counted]):
+        for scenario in ("bare", "nothing registered"):
+            assert rows(parts[counted], scenario) == 1
+
+    inprocess = parts["In-process"]
     for backend in ("## asyncio", "## trio"):
-        assert backend in result.stdout
-    lines = result.stdout.splitlines()
+        assert backend in inprocess
     for scenario in ("nothing registered", "1 async cleanup", "1 sync cleanup"):
         # In both tables (ratios to bare, and to the anchor), for both backends.
-        assert sum(line.startswith(f"| {scenario} |") for line in lines) == 4
+        assert rows(inprocess, scenario) == 4
+
+    served = parts["Served"]
+    assert any(line.startswith("load generator: ") for line in served)
+    for server in ("## uvicorn", "## hypercorn"):
+        assert server in served
+    for anchor in ("bare", "BackgroundTask, 1 async"):
+        assert rows(served, "1 async cleanup", anchor) == 2
+        assert rows(served, anchor) == 2  # its requests per second, on each server
+
+    memory = parts["Memory"]
+    for backend in ("## memory, asyncio", "## memory, trio"):
+        assert backend in memory
+    for scenario in (
+        "nothing registered",
+        "1 async cleanup",
+        "1 sync cleanup",
+        "10 async cleanups",
+    ):
+        assert rows(memory, scenario) == 2
+
+    if "chart: skipped, matplotlib is not installed" not in output:
+        assert f"chart: {chart}" in output
+        assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(120)
+def test_python_load_generator_counts_the_responses_of_a_served_run() -> None:
+    output = run_quick(
+        "--part", "served", "--server", "uvicorn", "--load-tool", "python", timeout=100
+    )
+    assert "load generator: Python fallback" in output
+    served = sections(output)["Served"]
+    header = next(i for i, line in enumerate(served) if line.startswith("| app |"))
+    apps = []
+    for row in served[header + 2 : header + 5]:
+        app, rate, _spread, _per_cpu, errors = (cell.strip() for cell in row.strip("|").split("|"))
+        apps.append(app)
+        assert float(rate) > 0, row
+        assert int(errors) == 0, row
+    assert apps == ["bare", "1 async cleanup", "BackgroundTask, 1 async"]
