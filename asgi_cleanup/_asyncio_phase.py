@@ -47,6 +47,13 @@ MAX_IDLE_WORKERS = 32
 
 _TIMED_OUT: Any = object()
 _FunctionType = types.FunctionType
+# asyncio.current_task() is written in Python on 3.11 (in C from 3.12): there, read the dict
+# it reads, which _enter_task() and _leave_task() keep.
+_current_task: Callable[[asyncio.AbstractEventLoop], "asyncio.Task[Any] | None"] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if type(asyncio.current_task) is types.FunctionType
+    else asyncio.current_task
+)
 _CO_COROUTINE = inspect.CO_COROUTINE
 # What run_first_steps gives when it stopped before a cleanup it cannot run.
 NOT_STARTED: Any = object()
@@ -218,7 +225,7 @@ def run_first_steps(
     (``result`` is the exception) or suspended (a ``_Suspended``), for ``AsyncioPhase``.
     With ``reports``, each cleanup that finished is timed and recorded there.
     """
-    request_task = asyncio.current_task(loop)
+    request_task = _current_task(loop)
     assert request_task is not None, "the cleanup phase runs in a task"
     idle = workers.idle
     lent = idle.pop() if idle else _Worker(workers)
