@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from raw import call
+from raw import call, http_scope
 
 from asgi_cleanup import CleanupMiddleware, CleanupRegistry
 from asgi_cleanup._types import Message, Receive, Scope, Send
@@ -56,20 +56,7 @@ class ServerConnection:
     object that holds the scope (uvicorn's ``RequestResponseCycle``, hypercorn's stream)."""
 
     def __init__(self, path: str) -> None:
-        self.scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
-            "headers": [],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
+        self.scope: Scope = http_scope(path)
         self.sent: list[Message] = []
 
     async def send(self, message: Message) -> None:
