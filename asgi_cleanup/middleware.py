@@ -15,7 +15,7 @@ from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from ._types import AnyASGIApp, Receive, Scope, Send
 from .phase import CleanupRunner, CompleteHook, Directive, ErrorHook
-from .registry import CleanupRegistry, Entry
+from .registry import CleanupRegistry, Entry, _lock, _receive_after_return, _send_after_return
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
@@ -26,6 +26,8 @@ _REQUEST_TYPES = frozenset({"http", "websocket"})
 _DEFAULT_TIMEOUT = 5.0
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _DEFAULT_THREAD_LIMIT = 8
+# Bound once: on the per-request path, looking a method up costs more than calling it.
+_lock_held = _lock.locked
 
 
 class CleanupMiddleware:
@@ -107,8 +109,8 @@ class CleanupMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        outer = scope.get("cleanup")
-        if outer is not None and isinstance(outer, CleanupRegistry):
+        if "cleanup" in scope and isinstance(scope["cleanup"], CleanupRegistry):
+            outer = scope["cleanup"]
             # Nested: join the outer middleware's registry and phase.
             if self._directives_for is not None:
                 directives = self._directives_for(scope)
@@ -120,16 +122,19 @@ class CleanupMiddleware:
         registry = scope["cleanup"] = CleanupRegistry()
         registry._send = send
         registry._receive = receive
+        # Read on every request: as instance values they cost less than as class defaults.
+        registry._entries = None
+        registry._last_message = None
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives_for = self._directives_for
         directives = () if directives_for is None else directives_for(scope)
+        app = self.app
         started = perf_counter()
         try:
-            await self.app(scope, registry._watched_receive, registry._watched_send)
+            await app(scope, registry._watched_receive, registry._watched_send)
         except BaseException as exc:
             duration = perf_counter() - started
-            del registry._send, registry._receive  # see CleanupRegistry._send
             entries = registry._freeze()
             if registry._nested_directives is not None:
                 directives = _merge_directives(directives, registry._nested_directives)
@@ -137,13 +142,14 @@ class CleanupMiddleware:
                 raise
             # No local may keep the exception: with its traceback holding this frame, it
             # would make a reference cycle.
+            status, complete, disconnected = registry._response()
             registry._start(
                 (
                     scope,
-                    registry._status,
+                    status,
                     exc if isinstance(exc, Exception) else None,
-                    registry._complete,
-                    registry._disconnected,
+                    complete,
+                    disconnected,
                     duration,
                 ),
                 exc,
@@ -155,24 +161,22 @@ class CleanupMiddleware:
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
 
-        del registry._send, registry._receive  # see CleanupRegistry._send
-        entries = registry._freeze()
+        # registry._freeze(), inline on the path every request takes.
+        registry._send = _send_after_return  # see CleanupRegistry._send
+        registry._receive = _receive_after_return
+        registry._frozen = True
+        entries = registry._entries
+        if _lock_held():
+            entries = registry._freeze()
+        if entries is None and not directives:
+            return
         if registry._nested_directives is not None:
             directives = _merge_directives(directives, registry._nested_directives)
         if not entries and not directives:
             return
-        complete = registry._complete
-        registry._start(
-            (
-                scope,
-                registry._status,
-                None,
-                complete,
-                registry._disconnected,
-                perf_counter() - started,
-            )
-        )
-        if complete and not (scope_type == "websocket" and registry._disconnected):
+        status, complete, disconnected = registry._response()
+        registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
+        if complete and not (scope_type == "websocket" and disconnected):
             carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
             if carried is None:  # every dynamic cleanup has run
                 if not directives:

@@ -54,16 +54,20 @@ class CleanupRegistry:
     # How the response went, which the middleware learns by passing the app's messages on
     # through _watched_send and _watched_receive: the registry does that job too, as one
     # object per request costs less than a registry plus closures over the same state.
-    # The server's send and receive while the app call runs. The middleware then removes
-    # them: the server's objects hold the scope, which holds this registry, a reference cycle
-    # that only the garbage collector would free (so every request's objects would wait for
-    # it). An app that goes on using them after its call returned gets these.
+    # The server's send and receive while the app call runs; then these again, as the
+    # server's objects hold the scope, which holds this registry: a reference cycle that
+    # only the garbage collector would free (so every request's objects would wait for it).
+    # An app that goes on using them after its call returned gets a clear error.
     _send: Send = staticmethod(_send_after_return)
     _receive: Receive = staticmethod(_receive_after_return)
-    _status: int | None = None
-    _complete = False
+    # The response start message (websocket: a denial's), and the last message handed to
+    # the server's send. Whether the response is complete is worked out from them only when
+    # asked: on every message that would cost more than storing it.
+    _start_message: Message | None = None
+    _last_message: Message | None = None
+    # The client closed the websocket (its "websocket.disconnect" ends the exchange).
+    _closed_by_client = False
     _disconnected = False
-    _trailers = False
 
     def register(
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -166,7 +170,12 @@ class CleanupRegistry:
         return f"<CleanupRegistry {state}, {len(self)} pending>"
 
     def _freeze(self) -> list[Entry] | None:
-        """Close the registry and hand over its entries; the caller pops them as they run."""
+        """Close the registry and hand over its entries; the caller pops them as they run.
+
+        Lets go of the server's send and receive too (see ``_send``).
+        """
+        self._send = _send_after_return
+        self._receive = _receive_after_return
         self._frozen = True
         if _lock.locked():
             # A register() may be past its check of _frozen: let it finish first. One that
@@ -196,56 +205,76 @@ class CleanupRegistry:
 
     async def _watched_send(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.body":  # the most frequent message first
-            final = not self._trailers and not message.get("more_body", False)
-        elif kind == "http.response.start" or kind == "websocket.http.response.start":
-            self._status = message["status"]
-            self._trailers = message.get("trailers", False)
-            final = False
-        else:
-            final = (
-                kind == "websocket.close"
-                or kind == "http.response.pathsend"
-                or (kind == "websocket.http.response.body" and not message.get("more_body"))
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
-                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-            )
-        if not final:
-            try:
-                await self._send(message)
-            except Exception:
-                if not self._complete:
-                    self._disconnected = True
-                raise
-            return
-        # Complete as soon as the server has the last message: a disconnect it reports while
-        # still in send() (hypercorn ends the stream there) comes after the response, and a
-        # cancellation that interrupts send() then does not undo what went out.
-        was_complete = self._complete
-        self._complete = True
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
+            self._start_message = message
+        # Handed over before the await: a disconnect the server reports while still in
+        # send() (hypercorn ends the stream there) then comes after the last message, and a
+        # cancellation that interrupts send() does not undo what went out.
+        previous = self._last_message
+        self._last_message = message
+        send = self._send
         try:
-            await self._send(message)
+            await send(message)
         except Exception:
-            if not was_complete:
-                self._complete = False
+            # The message did not go out: a client that went away, unless the response was
+            # already complete (then the app sent past its end).
+            self._last_message = previous
+            if not self._is_complete():
                 self._disconnected = True
             raise
 
     async def _watched_receive(self) -> Message:
-        message = await self._receive()
+        receive = self._receive
+        message = await receive()
         kind = message["type"]
         if kind == "http.disconnect":
-            if not self._complete:
+            if not self._is_complete():
                 self._disconnected = True
-        elif kind == "websocket.disconnect" and not self._complete:
-            self._disconnected = self._complete = True
+        elif kind == "websocket.disconnect" and not self._is_complete():
+            self._disconnected = self._closed_by_client = True
         return message
 
+    def _is_complete(self) -> bool:
+        """Whether the response's last message went out (websocket: the close, either way)."""
+        if self._closed_by_client:
+            return True
+        message = self._last_message
+        if message is None:
+            return False
+        kind = message["type"]
+        if kind == "http.response.body":
+            start = self._start_message
+            if start is not None and start.get("trailers", False):
+                return False
+            return not message.get("more_body", False)
+        return (
+            kind == "websocket.close"
+            or kind == "http.response.pathsend"
+            or (kind == "http.response.trailers" and not message.get("more_trailers", False))
+            or (kind == "websocket.http.response.body" and not message.get("more_body", False))
+            or (kind == "http.response.zerocopysend" and not message.get("more_body", False))
+        )
+
+    def _response(self) -> tuple[int | None, bool, bool]:
+        """The response as the app left it: status, complete, client disconnected."""
+        start = self._start_message
+        return (
+            None if start is None else start["status"],
+            self._is_complete(),
+            self._disconnected,
+        )
+
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
-        if self._nested_directives is None:
-            self._nested_directives = list(directives)
-        else:
-            self._nested_directives.extend(directives)
+        """Add a nested middleware's directive cleanups to this request's phase."""
+        with _lock:
+            if self._nested_directives is None:
+                self._nested_directives = list(directives)
+            else:
+                self._nested_directives.extend(directives)
+            if self._entries is None:
+                # The middleware skips the phase when _entries is None and it has no
+                # directives of its own; an empty list makes it look further.
+                self._entries = []
 
 
 class _ContextExit:

@@ -157,6 +157,26 @@ async def test_send_that_raises_counts_as_a_client_disconnect() -> None:
     assert isinstance(outcome.exception, OSError)
 
 
+@pytest.mark.anyio
+async def test_message_rejected_after_the_response_completed_is_not_a_disconnect() -> None:
+    # An app that sends past the end of its response: uvicorn raises for the extra message.
+    app, outcomes = recording_app(START, BODY, BODY)
+
+    class StrictRecorder(Recorder):
+        async def send(self, message: Message) -> None:
+            if self.sent and self.sent[-1] is BODY:
+                raise RuntimeError("Unexpected ASGI message sent, after response completed")
+            await super().send(message)
+
+    middleware = CleanupMiddleware(app)
+    with pytest.raises(RuntimeError, match="after response completed"):
+        await call(middleware, recorder=StrictRecorder())
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.client_disconnected is False
+    assert outcome.response_complete is True
+
+
 def test_outcome_is_read_only() -> None:
     outcome = Outcome(http_scope(), 200, None, True, False, 0.1)
     with pytest.raises(AttributeError):
