@@ -175,12 +175,21 @@ class CleanupMiddleware:
         if not entries and not directives:
             return
         status, complete, disconnected = registry._response()
-        registry._start((scope, status, None, complete, disconnected, perf_counter() - started))
+        # registry._start(), inline.
+        registry._outcome_fields = (
+            scope,
+            status,
+            None,
+            complete,
+            disconnected,
+            perf_counter() - started,
+        )
         if complete and not (scope_type == "websocket" and disconnected):
             carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
             if carried is None:  # every dynamic cleanup has run
                 if not directives:
-                    registry._finish()
+                    # registry._finish(), inline: the app call ended without an exception.
+                    registry._outcome_fields = registry._outcome = None
                     return
                 carried = NOT_STARTED
             await self._run_inline(registry, entries, directives, carried)

@@ -6,6 +6,8 @@ do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere 
 
 import asyncio
 import contextvars
+import logging
+from asyncio import _get_running_loop
 from typing import Any
 
 from ._anyio_phase import AnyioPhase
@@ -15,6 +17,9 @@ from ._threads import WorkerPool
 from .registry import CleanupRegistry, Entry
 
 __all__ = ["CleanupRunner", "CompleteHook", "Directive", "ErrorHook"]
+
+# PhaseConfig.observing(), in parts bound once for the per-request path.
+_debug_enabled = logging.getLogger("asgi_cleanup").isEnabledFor
 
 
 class CleanupRunner:
@@ -26,7 +31,7 @@ class CleanupRunner:
     ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate.
     """
 
-    __slots__ = ("_config", "_loop", "_workers")
+    __slots__ = ("_config", "_loop", "_on_complete", "_workers")
 
     def __init__(
         self,
@@ -36,6 +41,7 @@ class CleanupRunner:
         on_complete: CompleteHook | None = None,
     ) -> None:
         self._config = PhaseConfig(timeout, pool, on_error, on_complete)
+        self._on_complete = on_complete
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None
 
@@ -47,8 +53,8 @@ class CleanupRunner:
         Returns ``None`` if every entry ran, else what to pass to ``run_phase`` as
         ``carried`` for the rest of the phase.
         """
-        loop = asyncio._get_running_loop()
-        if loop is None or self._config.observing():
+        loop = _get_running_loop()
+        if loop is None or self._on_complete is not None or _debug_enabled(logging.DEBUG):
             return NOT_STARTED
         workers = self._workers
         if loop is not self._loop or workers is None:
