@@ -244,8 +244,10 @@ def run_first_steps(
     request_task = _current_task(loop)
     assert request_task is not None, "the cleanup phase runs in a task"
     idle = workers.idle
-    lent = idle.pop() if idle else _Worker(workers)
-    worker: _Worker | None = lent  # None once a suspended cleanup keeps it
+    if not idle:
+        idle.append(_Worker(workers))
+    # Lent while it stays on the idle list: only a cleanup that suspends takes it off.
+    lent = idle[-1]
     worker_task = lent.task
     current_tasks = _current_tasks
     if current_tasks is not None:
@@ -255,10 +257,10 @@ def run_first_steps(
         _enter_task(loop, worker_task)
     try:
         while entries:
-            func, args, kwargs, context = entries[-1]
+            entry = entries.pop()
+            func, args, kwargs, context = entry
             if type(func) is _FunctionType and func.__code__.co_flags & _CO_COROUTINE:
                 # A coroutine function: calling it runs none of its code, so no context.
-                entries.pop()
                 began = time.perf_counter() if reports is not None else 0.0
                 try:
                     # Unpacking an empty kwargs still builds a dict: most cleanups have none.
@@ -266,7 +268,6 @@ def run_first_steps(
                 except Exception as exc:  # arguments that do not fit
                     return func, exc, began
             elif is_async_callable(func):
-                entries.pop()
                 began = time.perf_counter() if reports is not None else 0.0
                 try:
                     awaitable = context.run(func, *args, **kwargs)
@@ -279,6 +280,7 @@ def run_first_steps(
                 else:
                     coro = as_coroutine(awaitable)
             else:
+                entries.append(entry)
                 return NOT_STARTED
             if coro is not None:
                 try:
@@ -288,7 +290,7 @@ def run_first_steps(
                 except (Exception, CancelledError) as exc:  # a CancelledError of its own
                     return func, exc, began
                 else:
-                    worker = None
+                    idle.remove(lent)  # it sees this cleanup to its end
                     return func, _Suspended(coro, yielded, lent, time.monotonic(), context), began
             if reports is not None:
                 reports.append(CleanupReport(func, time.perf_counter() - began, None, False))
@@ -299,11 +301,6 @@ def run_first_steps(
         else:
             _leave_task(loop, worker_task)
             _enter_task(loop, request_task)
-        if worker is not None:
-            if len(idle) < MAX_IDLE_WORKERS:
-                idle.append(worker)
-            else:
-                worker.inbox.set_result(None)
 
 
 class AsyncioPhase:

@@ -142,18 +142,7 @@ class CleanupMiddleware:
                 raise
             # No local may keep the exception: with its traceback holding this frame, it
             # would make a reference cycle.
-            status, complete, disconnected = registry._response()
-            registry._start(
-                (
-                    scope,
-                    status,
-                    exc if isinstance(exc, Exception) else None,
-                    complete,
-                    disconnected,
-                    duration,
-                ),
-                exc,
-            )
+            registry._start(scope, exc if isinstance(exc, Exception) else None, duration, exc)
             if _is_cancellation(exc):
                 # The phase runs to its end, then the cancellation is delivered.
                 await self._run_inline(registry, entries, directives)
@@ -174,17 +163,8 @@ class CleanupMiddleware:
             directives = _merge_directives(directives, registry._nested_directives)
         if not entries and not directives:
             return
-        status, complete, disconnected = registry._response()
-        # registry._start(), inline.
-        registry._outcome_fields = (
-            scope,
-            status,
-            None,
-            complete,
-            disconnected,
-            perf_counter() - started,
-        )
-        if complete and not (scope_type == "websocket" and disconnected):
+        registry._outcome_fields = (scope, None, perf_counter() - started)  # _start(), inline
+        if registry._is_complete() and not (scope_type == "websocket" and registry._disconnected):
             carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
             if carried is None:  # every dynamic cleanup has run
                 if not directives:

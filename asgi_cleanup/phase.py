@@ -8,6 +8,8 @@ import asyncio
 import contextvars
 import logging
 from asyncio import _get_running_loop
+from collections.abc import Callable
+from logging import DEBUG
 from typing import Any
 
 from ._anyio_phase import AnyioPhase
@@ -18,8 +20,15 @@ from .registry import CleanupRegistry, Entry
 
 __all__ = ["CleanupRunner", "CompleteHook", "Directive", "ErrorHook"]
 
-# PhaseConfig.observing(), in parts bound once for the per-request path.
-_debug_enabled = logging.getLogger("asgi_cleanup").isEnabledFor
+_logger = logging.getLogger("asgi_cleanup")
+# PhaseConfig.observing(), in parts bound once for the per-request path: isEnabledFor() is
+# asked only when the answer it caches (cleared, not replaced, when levels change) is not
+# already False.
+_debug_enabled = _logger.isEnabledFor
+_level_cache = getattr(_logger, "_cache", None)
+_cached_enabled: Callable[[int], bool | None] = (
+    _level_cache.get if isinstance(_level_cache, dict) else lambda _: None
+)
 
 
 class CleanupRunner:
@@ -54,7 +63,11 @@ class CleanupRunner:
         ``carried`` for the rest of the phase.
         """
         loop = _get_running_loop()
-        if loop is None or self._on_complete is not None or _debug_enabled(logging.DEBUG):
+        if (
+            loop is None
+            or self._on_complete is not None
+            or (_cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG))
+        ):
             return NOT_STARTED
         workers = self._workers
         if loop is not self._loop or workers is None:

@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import describe_callable
-from ._types import Message, Receive, Send
+from ._types import Message, Receive, Scope, Send
 from .outcome import Outcome
 
 P = ParamSpec("P")
@@ -48,8 +48,9 @@ class CleanupRegistry:
     _entries: list[Entry] | None = None
     _frozen = False
     _outcome: Outcome | None = None
-    # The Outcome's fields, set when cleanups start; the Outcome is built on first use.
-    _outcome_fields: tuple[Any, ...] | None = None
+    # Set when cleanups start: the scope, the app's exception and the call's duration. The
+    # Outcome, which adds what the messages told, is built on first use.
+    _outcome_fields: tuple[Scope, Exception | None, float] | None = None
     _ended_with: BaseException | None = None
     # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
     _nested_directives: list[Callable[[Outcome], Any]] | None = None
@@ -162,8 +163,14 @@ class CleanupRegistry:
         """How the request ended, for the cleanups: ``None`` until they start, and again
         once they have all finished."""
         outcome = self._outcome
-        if outcome is None and self._outcome_fields is not None:
-            outcome = self._outcome = Outcome(*self._outcome_fields)
+        if outcome is None:
+            fields = self._outcome_fields
+            if fields is not None:
+                scope, exception, duration = fields
+                status, complete, disconnected = self._response()
+                outcome = self._outcome = Outcome(
+                    scope, status, exception, complete, disconnected, duration
+                )
         return outcome
 
     def __len__(self) -> int:
@@ -191,11 +198,17 @@ class CleanupRegistry:
         return self._entries
 
     def _start(
-        self, outcome_fields: tuple[Any, ...], ended_with: BaseException | None = None
+        self,
+        scope: Scope,
+        exception: Exception | None,
+        duration: float,
+        ended_with: BaseException | None = None,
     ) -> None:
-        """Cleanups start: ``outcome`` becomes an ``Outcome`` of these fields; context exits
-        receive ``ended_with``, the exception (a cancellation too) that ended the app call."""
-        self._outcome_fields = outcome_fields
+        """Cleanups start: ``outcome`` becomes the ``Outcome`` of the request's scope, the
+        app's exception and the call's duration, with what the messages told (once the app
+        call is over they no longer change). Context exits receive ``ended_with``, the
+        exception (a cancellation too) that ended the app call."""
+        self._outcome_fields = (scope, exception, duration)
         self._ended_with = ended_with
 
     def _finish(self) -> None:
@@ -225,7 +238,7 @@ class CleanupRegistry:
             # The message did not go out: a client that went away, unless the response was
             # already complete (then the app sent past its end).
             self._last_message = previous
-            if not self._is_complete():
+            if send is not _send_after_return and not self._is_complete():
                 self._disconnected = True
             raise
 
@@ -242,27 +255,29 @@ class CleanupRegistry:
 
     def _is_complete(self) -> bool:
         """Whether the response's last message went out (websocket: the close, either way)."""
-        return self._response()[1]
-
-    def _response(self) -> tuple[int | None, bool, bool]:
-        """The response as the app left it: status, complete, client disconnected."""
-        start = self._start_message
-        status = None if start is None else start["status"]
         message = self._last_message
         if message is not None:
             kind = message["type"]
             if kind == "http.response.body":  # the common case first
-                if not message.get("more_body") and (start is None or not start.get("trailers")):
-                    return status, True, self._disconnected
-            elif (
+                if message.get("more_body"):
+                    return False
+                start = self._start_message
+                return start is None or not start.get("trailers")
+            if (
                 kind == "websocket.close"
                 or kind == "http.response.pathsend"
                 or (kind == "http.response.trailers" and not message.get("more_trailers"))
                 or (kind == "websocket.http.response.body" and not message.get("more_body"))
                 or (kind == "http.response.zerocopysend" and not message.get("more_body"))
             ):
-                return status, True, self._disconnected
-        return status, self._closed_by_client, self._disconnected
+                return True
+        return self._closed_by_client
+
+    def _response(self) -> tuple[int | None, bool, bool]:
+        """The response as the app left it: status, complete, client disconnected."""
+        start = self._start_message
+        status = None if start is None else start["status"]
+        return status, self._is_complete(), self._disconnected
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
         """Add a nested middleware's directive cleanups to this request's phase."""
