@@ -177,6 +177,29 @@ async def test_message_rejected_after_the_response_completed_is_not_a_disconnect
     assert outcome.response_complete is True
 
 
+@pytest.mark.anyio
+async def test_send_after_the_app_call_returned_changes_nothing_in_the_outcome() -> None:
+    outcomes: list[Outcome] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+
+        async def late_send() -> None:
+            with pytest.raises(RuntimeError, match="after the app call returned"):
+                await send(BODY)
+            outcomes.append(registry.outcome)
+
+        registry.register(late_send)
+        await send(START)  # and returns with the response unfinished
+
+    middleware = CleanupMiddleware(app)
+    await call(middleware)
+    await middleware.drain()
+    [outcome] = outcomes
+    assert outcome.response_complete is False
+    assert outcome.client_disconnected is False
+
+
 def test_outcome_is_read_only() -> None:
     outcome = Outcome(http_scope(), 200, None, True, False, 0.1)
     with pytest.raises(AttributeError):
