@@ -256,8 +256,9 @@ async def test_sqlite_transaction_commits_after_success_and_rolls_back_after_err
     tmp_path: Path, fail: bool, rows: int
 ) -> None:
     path = tmp_path / "orders.db"
-    with sqlite3.connect(path) as setup:
+    with contextlib.closing(sqlite3.connect(path)) as setup:
         setup.execute("CREATE TABLE orders (id INTEGER)")
+        setup.commit()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         db = scope["cleanup"].enter_context(transaction(path))
