@@ -151,9 +151,8 @@ class CleanupMiddleware:
             raise
 
         # registry._freeze(), inline on the path every request takes.
-        registry._send = _send_after_return  # see CleanupRegistry._send
+        registry._send = _send_after_return  # see CleanupRegistry._send: frozen now
         registry._receive = _receive_after_return
-        registry._frozen = True
         entries = registry._entries
         if _lock_held():
             entries = registry._freeze()

@@ -35,6 +35,14 @@ async def _receive_after_return() -> Message:
     raise RuntimeError("ASGI receive() called after the app call returned")
 
 
+async def _send_without_request(message: Message) -> None:
+    raise RuntimeError("this CleanupRegistry was not made by CleanupMiddleware for a request")
+
+
+async def _receive_without_request() -> Message:
+    raise RuntimeError("this CleanupRegistry was not made by CleanupMiddleware for a request")
+
+
 class CleanupRegistry:
     """The cleanups of one request, found at ``scope["cleanup"]``.
 
@@ -46,7 +54,6 @@ class CleanupRegistry:
     # Class-level defaults instead of an __init__: a registry is made for every request, and
     # most requests never touch it.
     _entries: list[Entry] | None = None
-    _frozen = False
     _outcome: Outcome | None = None
     # Set when cleanups start: the scope, the app's exception and the call's duration. The
     # Outcome, which adds what the messages told, is built on first use.
@@ -57,12 +64,14 @@ class CleanupRegistry:
     # How the response went, which the middleware learns by passing the app's messages on
     # through _watched_send and _watched_receive: the registry does that job too, as one
     # object per request costs less than a registry plus closures over the same state.
-    # The server's send and receive while the app call runs; then these again, as the
-    # server's objects hold the scope, which holds this registry: a reference cycle that
-    # only the garbage collector would free (so every request's objects would wait for it).
-    # An app that goes on using them after its call returned gets a clear error.
-    _send: Send = staticmethod(_send_after_return)
-    _receive: Receive = staticmethod(_receive_after_return)
+    # The server's send and receive while the app call runs; then _send_after_return and
+    # _receive_after_return, as the server's objects hold the scope, which holds this
+    # registry: a reference cycle that only the garbage collector would free (so every
+    # request's objects would wait for it). An app that goes on using them after its call
+    # returned gets a clear error. That change is also what freezes the registry: one store
+    # and one cheap read, where a flag of its own would cost more on every request.
+    _send: Send = staticmethod(_send_without_request)
+    _receive: Receive = staticmethod(_receive_without_request)
     # The response start message (websocket: a denial's), and the last message handed to
     # the server's send. Whether the response is complete is worked out from them only when
     # asked: on every message that would cost more than storing it.
@@ -89,7 +98,7 @@ class CleanupRegistry:
         entry = (func, args, kwargs, copy_context())
         _acquire()  # a with statement costs five times as much
         try:
-            if not self._frozen:
+            if self._send is not _send_after_return:  # not frozen
                 entries = self._entries
                 if entries is None:
                     self._entries = [entry]
@@ -150,13 +159,13 @@ class CleanupRegistry:
         No error if it is not registered; no effect once the registry is frozen.
         """
         with _lock:
-            if not self._frozen and self._entries:
+            if self._send is not _send_after_return and self._entries:
                 self._entries[:] = [entry for entry in self._entries if entry[0] != func]
 
     @property
     def frozen(self) -> bool:
         """``False`` until cleanups start, ``True`` from then on."""
-        return self._frozen
+        return self._send is _send_after_return
 
     @property
     def outcome(self) -> Outcome | None:
@@ -179,7 +188,7 @@ class CleanupRegistry:
         return 0 if entries is None else len(entries)
 
     def __repr__(self) -> str:
-        state = "frozen" if self._frozen else "open"
+        state = "frozen" if self.frozen else "open"
         return f"<CleanupRegistry {state}, {len(self)} pending>"
 
     def _freeze(self) -> list[Entry] | None:
@@ -189,10 +198,9 @@ class CleanupRegistry:
         """
         self._send = _send_after_return
         self._receive = _receive_after_return
-        self._frozen = True
         if _lock.locked():
-            # A register() may be past its check of _frozen: let it finish first. One that
-            # takes the lock from now on sees _frozen set.
+            # A register() may be past its check of frozen: let it finish first. One that
+            # takes the lock from now on sees the registry frozen.
             with _lock:
                 return self._entries
         return self._entries
