@@ -1,17 +1,27 @@
 """The cleanup phase on any anyio backend (used on trio), shielded from cancellation.
 
-Async cleanups are awaited in a shielded cancel scope whose deadline follows each one's
-timeout; sync cleanups run in the middleware's worker threads, one thread hop per run of
+``run_here`` runs the phase in the request's own task, in one shielded trio cancel scope:
+an async cleanup's first step runs at once, and only one that suspends has the scope's
+deadline set to its timeout, and a watching system task started (once per phase) that
+leaves it behind ``ABANDON_GRACE`` past its timeout if it shields itself from the
+cancellation. A trio task cannot hand a coroutine that has suspended to another, so the
+abandoned cleanup goes on in the request's task, and the rest of the phase in the watcher.
+Sync cleanups run in the middleware's worker threads, one thread hop per run of
 consecutive ones.
+
+``run`` is the phase in system tasks of its own, watched from the caller's: what the
+watcher goes on with after abandoning a cleanup.
 """
 
 import contextvars
 import inspect
 import math
 import time
+import types
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -31,6 +41,13 @@ from ._threads import loop_caller
 from .outcome import CleanupReport, Outcome
 from .registry import Entry
 
+if TYPE_CHECKING:
+    import trio
+
+_FunctionType = types.FunctionType
+_CO_COROUTINE = inspect.CO_COROUTINE
+_coroutine_send = types.CoroutineType.send
+
 # How long past its timeout a cancelled cleanup may take to stop before it is left behind.
 ABANDON_GRACE = 1.0
 
@@ -44,6 +61,138 @@ class AnyioPhase:
         self._config = config
         self._timeout = config.timeout
         self._reports: list[CleanupReport] | None = [] if config.observing() else None
+        self._watch: _Watch | None = None  # run_here's watcher, once a cleanup suspended
+
+    async def run_here(self, entries: list[Entry] | None, later: list[Entry] | None) -> None:
+        """Run and remove the entries of ``entries``, then of ``later``, each from its end,
+        in the caller's task (see the module's docstring)."""
+        import trio
+
+        try:
+            for pending, then in ((entries, later), (later, None)):
+                while pending:
+                    overran = None
+                    with trio.CancelScope(shield=True) as scope:
+                        overran = await self._run_here(pending, then, scope)
+                    watch = self._watch
+                    if watch is None:
+                        continue  # nothing suspended under a timeout: nothing overran
+                    if watch.abandoned:
+                        return
+                    if scope.cancelled_caught:  # its timeout's cancellation came out of it
+                        overran = watch.running
+                    if overran is not None:
+                        # A scope cannot be un-cancelled: the rest go on in a new one.
+                        watch.stop()
+                        with trio.CancelScope(shield=True):
+                            await self._timed_out(overran, perf_counter() - watch.began)
+        finally:
+            watch = self._watch
+            if watch is not None:
+                if watch.abandoned:
+                    # The watcher runs the rest of the phase: the phase ends with it.
+                    with trio.CancelScope(shield=True):
+                        await watch.done.wait()
+                    if watch.fatal is not None:
+                        raise watch.fatal
+                else:
+                    watch.finished = True
+                    watch.scope.cancel()
+
+    async def _run_here(
+        self,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        scope: "trio.CancelScope",
+    ) -> Callable[..., Any] | None:
+        """Run cleanups until ``pending`` is empty; or return the one that overran its
+        timeout (the scope is then cancelled), or return once the watcher took over."""
+        import trio
+
+        timeout = self._timeout
+        reports = self._reports
+        watch = self._watch
+        while pending:
+            func, args, kwargs, context = pending[-1]
+            if type(func) is _FunctionType and func.__code__.co_flags & _CO_COROUTINE:
+                calls_code = False  # calling a coroutine function runs none of its code
+            elif is_async_callable(func):
+                calls_code = True
+            else:
+                await self._run_sync(pending, then)
+                continue
+            pending.pop()
+            began = perf_counter()
+            suspended = False
+            try:
+                if calls_code:
+                    coro = as_coroutine(context.run(func, *args, **kwargs))
+                else:
+                    coro = func(*args, **kwargs) if kwargs else func(*args)
+                try:
+                    yielded = context.run(_coroutine_send, coro, None)
+                except StopIteration:
+                    if reports is not None:
+                        reports.append(CleanupReport(func, perf_counter() - began, None, False))
+                    continue
+                # It suspended: from now on under its timeout, and watched.
+                suspended = True
+                if timeout is not None:
+                    deadline = trio.current_time() + timeout - (perf_counter() - began)
+                    scope.deadline = deadline
+                    if watch is None:
+                        self._watch = watch = _Watch()
+                        trio.lowlevel.spawn_system_task(
+                            self._watching, watch, context=contextvars.copy_context()
+                        )
+                    watch.start(func, began, deadline + ABANDON_GRACE, pending, then)
+                await run_in_context(coro, context, yielded)
+            except Exception as exc:
+                if suspended and watch is not None:
+                    if watch.abandoned:
+                        return None
+                    if scope.cancel_called:  # (only a deadline cancels it: not on this path)
+                        return func
+                    scope.deadline = math.inf
+                    watch.stop()
+                await self._failed(func, exc, perf_counter() - began)
+                continue
+            if suspended and watch is not None:
+                if watch.abandoned:
+                    return None
+                if scope.cancel_called:  # it caught its cancellation and carried on
+                    return func
+                scope.deadline = math.inf
+                watch.stop()
+            if reports is not None:
+                reports.append(CleanupReport(func, perf_counter() - began, None, False))
+        return None
+
+    async def _watching(self, watch: "_Watch") -> None:
+        """Wake at each suspended cleanup's abandon time; if it is still running, report it
+        timed out and run the rest of the phase here."""
+        import trio
+
+        while not watch.finished:
+            with trio.CancelScope(deadline=watch.abandon_at) as watch.scope:
+                await trio.sleep_forever()
+            if watch.finished:
+                return
+            if watch.running is None or trio.current_time() < watch.abandon_at:
+                continue
+            watch.abandoned = True
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._timed_out(watch.running, perf_counter() - watch.began)
+                    pending, then = watch.pending, watch.then
+                    await self.run(pending, then)
+                    if then:
+                        await self.run(then)
+            except BaseException as exc:  # KeyboardInterrupt, say: the request task raises it
+                watch.fatal = exc
+            finally:
+                watch.done.set()
+            return
 
     async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order).
@@ -247,3 +396,55 @@ class _Run:
         self.abandoned = False
         self.fatal: BaseException | None = None
         self.done = anyio.Event()
+
+
+class _Watch:
+    """What the request task running cleanups tells the system task watching them."""
+
+    __slots__ = (
+        "abandon_at",
+        "abandoned",
+        "began",
+        "done",
+        "fatal",
+        "finished",
+        "pending",
+        "running",
+        "scope",
+        "then",
+    )
+
+    def __init__(self) -> None:
+        import trio
+
+        self.running: Callable[..., Any] | None = None  # the suspended cleanup running now
+        self.began = 0.0  # when it started (perf_counter())
+        self.abandon_at = math.inf  # when to leave it behind (trio.current_time())
+        self.pending: list[Entry] = []
+        self.then: list[Entry] | None = None
+        self.abandoned = False
+        self.finished = False
+        self.fatal: BaseException | None = None
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()  # the watcher's sleep, until it starts
+
+    def start(
+        self,
+        func: Callable[..., Any],
+        began: float,
+        abandon_at: float,
+        pending: list[Entry],
+        then: list[Entry] | None,
+    ) -> None:
+        self.running = func
+        self.began = began
+        self.abandon_at = abandon_at
+        self.pending = pending
+        self.then = then
+        self.scope.deadline = abandon_at
+
+    def stop(self) -> None:
+        """The suspended cleanup is over: nothing to watch until the next one (the watcher
+        would otherwise wake at its stale abandon time over and over)."""
+        self.running = None
+        self.abandon_at = math.inf

@@ -111,10 +111,7 @@ class CleanupRunner:
                 # Directive cleanups run in the context as it was when the app finished.
                 context = contextvars.copy_context()
                 later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
-            if entries:
-                await phase.run(entries, later)
-            if later:
-                await phase.run(later)
+            await phase.run_here(entries, later)
             await phase.complete()
             return
         workers = self._workers

@@ -75,3 +75,35 @@ async def test_cleanup_that_shields_itself_is_abandoned_at_its_timeout_and_the_n
     assert next_started[0] - started < 1.4  # timeout 0.05 s + ABANDON_GRACE 1 s
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("shields_itself timed out" in m for m in errors), errors
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_watcher_sleeps_once_the_cleanup_it_watched_has_ended() -> None:
+    # A cleanup that suspends starts the phase's watcher, with a wake-up at its timeout plus
+    # the grace; it ends at once, and sync cleanups then run past that time.
+    import trio
+
+    class StepCounter(trio.abc.Instrument):
+        steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.steps += 1
+
+    async def suspends_briefly() -> None:
+        await trio.sleep(0.01)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for _ in range(9):  # 1.35 s of sync work, each within its timeout
+            scope["cleanup"].register(time.sleep, 0.15)
+        scope["cleanup"].register(suspends_briefly)
+        for message in respond():
+            await send(message)
+
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        await call(CleanupMiddleware(app, timeout=0.2))
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    # A watcher waking at its stale time over and over takes thousands of steps here.
+    assert counter.steps < 200
