@@ -20,7 +20,7 @@ import time
 import types
 from asyncio import CancelledError, Future
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -69,8 +69,10 @@ if not (
 ):
     _current_tasks = None
 _CO_COROUTINE = inspect.CO_COROUTINE
-# Unbound, so that sending into a coroutine makes no bound method.
-_coroutine_send = types.CoroutineType.send
+# Unbound, so that sending into a generator makes no bound method.
+_generator_send = types.GeneratorType.send
+# What a driver gives back when the coroutine it was sent finished in its first step.
+_STEP_DONE: Any = object()
 # What run_first_steps gives when it stopped before a cleanup it cannot run.
 NOT_STARTED: Any = object()
 # A cleanup cut short because the event loop cancelled its worker task (shutdown).
@@ -97,19 +99,49 @@ class _Completion:
 
 
 class _Suspended(NamedTuple):
-    coro: "types.CoroutineType[Any, Any, Any]"
+    # The coroutine, or the driver (see _drive) it suspended in.
+    coro: "types.CoroutineType[Any, Any, Any] | types.GeneratorType[Any, Any, Any]"
     yielded: Any
     worker: "_Worker"
     started: float
     context: contextvars.Context
 
 
+_Driver = tuple["types.GeneratorType[Any, Any, Any]", list[bool]]
+
+
+@types.coroutine
+def _drive(handed_off: list[bool]) -> Generator[Any, Any, Any]:
+    """Take first steps of the coroutines sent in, one at a time: send one, and get
+    ``_STEP_DONE`` if it finished, or what it yielded if it suspended.
+
+    ``yield from`` learns that a coroutine finished without the ``StopIteration`` that
+    ``coro.send()`` raises, which costs about as much as a whole first step of a no-op. A
+    coroutine that suspended stays inside: the driver is then handed off (``handed_off``
+    marked) and ends with it, giving its result.
+    """
+    coro = yield
+    while True:
+        result = yield from coro
+        if handed_off:
+            return result
+        coro = yield _STEP_DONE
+
+
+def _new_driver() -> _Driver:
+    handed_off: list[bool] = []
+    driver = _drive(handed_off)
+    driver.send(None)
+    return driver, handed_off  # type: ignore[return-value]
+
+
 class WorkerTasks:
-    """The idle worker tasks of one event loop."""
+    """The idle worker tasks of one event loop, and its driver of first steps."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: list[_Worker] = []
+        self.driver: _Driver | None = None
 
     def take(self) -> "_Worker":
         idle = self.idle
@@ -283,15 +315,20 @@ def run_first_steps(
                 entries.append(entry)
                 return NOT_STARTED
             if coro is not None:
+                driver = workers.driver
+                if driver is None:
+                    driver = _new_driver()
+                workers.driver = None  # in use: a first step that runs first steps makes its own
                 try:
-                    yielded = context.run(_coroutine_send, coro, None)
-                except StopIteration:
-                    pass
+                    yielded = context.run(_generator_send, driver[0], coro)
                 except (Exception, CancelledError) as exc:  # a CancelledError of its own
                     return func, exc, began
-                else:
-                    idle.remove(lent)  # it sees this cleanup to its end
-                    return func, _Suspended(coro, yielded, lent, time.monotonic(), context), began
+                if yielded is not _STEP_DONE:
+                    idle.remove(lent)  # it sees this cleanup to its end, through the driver
+                    driver[1].append(True)  # handed off: the driver ends with the cleanup
+                    suspended = _Suspended(driver[0], yielded, lent, time.monotonic(), context)
+                    return func, suspended, began
+                workers.driver = driver
             if reports is not None:
                 reports.append(CleanupReport(func, time.perf_counter() - began, None, False))
         return None

@@ -140,3 +140,42 @@ async def test_cancelled_error_raised_by_a_cleanup_does_not_stop_the_phase_or_ca
     with anyio.fail_after(2):
         await call(middleware)
     assert ran == ["later", "directive"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_first_steps_driver_survives_suspending_and_failing_cleanups_across_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # First steps of async cleanups go through one driver per event loop; a cleanup that
+    # suspends takes the driver with it, and one that raises ends it. Requests after each
+    # must still run every cleanup once, in order, with results and failures as before.
+    ran: list[str] = []
+
+    async def quick(name: str) -> None:
+        ran.append(name)
+
+    async def suspends() -> str:
+        await asyncio.sleep(0.01)
+        ran.append("suspends")
+        return "ignored"
+
+    async def fails() -> None:
+        raise ValueError("first step failed")
+
+    def app(*cleanups: tuple[Any, ...]) -> Any:
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            for cleanup in cleanups:
+                scope["cleanup"].register(*cleanup)
+            for message in respond():
+                await send(message)
+
+        return CleanupMiddleware(endpoint)
+
+    with anyio.fail_after(5):
+        await call(app((quick, "a1"), (suspends,), (quick, "a2")))
+        await call(app((quick, "b1"), (fails,), (quick, "b2")))
+        await call(app((quick, "c1"), (quick, "c2")))
+    assert ran == ["a2", "suspends", "a1", "b2", "b1", "c2", "c1"]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["first step failed"]
