@@ -1,7 +1,8 @@
 """Run the benchmarks and print ratios: ``python -m benchmarks [--quick] [--part ...]``.
 
-The parts: in-process (every scenario on asyncio and trio), instructions (the async in-process
-scenarios under callgrind, where valgrind is installed), served (requests per second behind
+The parts: in-process (every scenario on asyncio and trio), instructions (instructions and
+estimated cycles per request under callgrind, where valgrind is installed: the async
+in-process scenarios, and the served apps behind uvicorn), served (requests per second behind
 uvicorn and hypercorn under wrk), memory (RSS and tracemalloc over blocks of requests). A full
 run, without --part or --quick, also draws docs/benchmarks.png.
 """
@@ -12,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from . import chart, instructions, memory, served
+from . import chart, instructions, memory, served, served_counts
 from .inprocess import median, run
 from .loadgen import find_load_tool
 from .ratios import Ratio
@@ -121,10 +122,12 @@ def run_inprocess(args: argparse.Namespace, backends: list[str]) -> dict[str, li
 def run_instructions(args: argparse.Namespace, backends: list[str]) -> None:
     """Print the instruction counts; a --quick run counts two scenarios on asyncio."""
     if args.quick:
+        # Not the served counts: uvicorn's start under callgrind alone takes minutes.
         instructions.run("asyncio", 10, 30, print, instructions.QUICK_SCENARIOS)
         return
     for backend in backends:
         instructions.run(backend, 100, 300, print, instructions.SCENARIOS)
+    served_counts.run(200, 800, print)
 
 
 def run_served(args: argparse.Namespace) -> dict[str, list[Ratio]]:

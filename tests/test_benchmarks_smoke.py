@@ -99,3 +99,21 @@ def test_python_load_generator_counts_the_responses_of_a_served_run() -> None:
         assert float(rate) > 0, row
         assert int(errors) == 0, row
     assert apps == ["bare", "1 async cleanup", "BackgroundTask, 1 async"]
+
+
+def test_callgrind_counts_are_parsed_and_compared_per_request() -> None:
+    from benchmarks.instructions import Counts, tables
+
+    # What callgrind prints at its end with --cache-sim=yes --branch-sim=yes.
+    small = Counts.parse("==1== Collected : 1000 9 9 10 20 30 1 2 3 9 40 9 50\n")
+    large = Counts.parse("==1== Collected : 3000 9 9 30 40 50 1 2 3 9 60 9 70\n")
+    assert small == Counts(1000, 60, 6, 90)
+    each = small.per_request(large, 10)
+    assert each == Counts(200, 6, 0, 4)
+    assert each.cycles == 200 + 10 * 6 + 10 * 4
+    lines = tables(
+        {"bare": each, "nothing registered": Counts(210, 6, 0, 4)},
+        [("nothing registered", "bare", 1.03), ("absent", "bare", 1.0)],
+    )
+    assert "| nothing registered | bare | 1.050 | 1.033 | ≤ 1.03 | no |" in lines
+    assert not any("absent" in line for line in lines)
