@@ -22,7 +22,6 @@ logger = logging.getLogger("asgi_cleanup")
 
 
 _UNSET: Any = object()
-_REQUEST_TYPES = frozenset({"http", "websocket"})
 _DEFAULT_TIMEOUT = 5.0
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _DEFAULT_THREAD_LIMIT = 8
@@ -101,7 +100,7 @@ class CleanupMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type not in _REQUEST_TYPES:
+        if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
                 self._lifespan_seen = True
                 await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
@@ -124,7 +123,7 @@ class CleanupMiddleware:
         registry._receive = receive
         # Read on every request: as instance values they cost less than as class defaults.
         registry._entries = None
-        registry._last_message = None
+        registry._first_message = registry._last_message = None
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives_for = self._directives_for

@@ -43,6 +43,9 @@ async def _receive_without_request() -> Message:
     raise RuntimeError("this CleanupRegistry was not made by CleanupMiddleware for a request")
 
 
+_START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
+
+
 class CleanupRegistry:
     """The cleanups of one request, found at ``scope["cleanup"]``.
 
@@ -72,10 +75,11 @@ class CleanupRegistry:
     # and one cheap read, where a flag of its own would cost more on every request.
     _send: Send = staticmethod(_send_without_request)
     _receive: Receive = staticmethod(_receive_without_request)
-    # The response start message (websocket: a denial's), and the last message handed to
-    # the server's send. Whether the response is complete is worked out from them only when
-    # asked: on every message that would cost more than storing it.
-    _start_message: Message | None = None
+    # The first and the last message handed to the server's send. The first is the response
+    # start (http requires it; websocket: a denial's start, else the accept or the close).
+    # The status and whether the response is complete are worked out from them only when
+    # asked: on every message that would cost more than storing them.
+    _first_message: Message | None = None
     _last_message: Message | None = None
     # The client closed the websocket (its "websocket.disconnect" ends the exchange).
     _closed_by_client = False
@@ -231,9 +235,8 @@ class CleanupRegistry:
         self._outcome = None
 
     async def _watched_send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start" or kind == "websocket.http.response.start":
-            self._start_message = message
+        if self._first_message is None:
+            self._first_message = message
         # Handed over before the await: a disconnect the server reports while still in
         # send() (hypercorn ends the stream there) then comes after the last message, and a
         # cancellation that interrupts send() does not undo what went out.
@@ -269,7 +272,7 @@ class CleanupRegistry:
             if kind == "http.response.body":  # the common case first
                 if message.get("more_body"):
                     return False
-                start = self._start_message
+                start = self._first_message
                 return start is None or not start.get("trailers")
             if (
                 kind == "websocket.close"
@@ -283,8 +286,10 @@ class CleanupRegistry:
 
     def _response(self) -> tuple[int | None, bool, bool]:
         """The response as the app left it: status, complete, client disconnected."""
-        start = self._start_message
-        status = None if start is None else start["status"]
+        start = self._first_message
+        status = None
+        if start is not None and start["type"] in _START_TYPES:
+            status = start["status"]
         return status, self._is_complete(), self._disconnected
 
     def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:

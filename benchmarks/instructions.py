@@ -128,15 +128,19 @@ def in_parallel(jobs: list[Callable[[], Counts]]) -> list[Counts]:
 
 def tables(counts: dict[str, Counts], targets: list[tuple[str, str, float]]) -> list[str]:
     """The per-request table, and the target ratios in instructions and estimated cycles."""
-    bare = counts["bare"]
+    bare = counts.get("bare")
     lines = [
         "| scenario | instructions/request | × bare | estimated cycles/request | × bare |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, value in counts.items():
+        by_instructions = by_cycles = "–"  # (a run of chosen scenarios may leave bare out)
+        if bare is not None:
+            by_instructions = f"{value.instructions / bare.instructions:.3f}"
+            by_cycles = f"{value.cycles / bare.cycles:.3f}"
         lines.append(
-            f"| {name} | {value.instructions:,.0f} | {value.instructions / bare.instructions:.3f}"
-            f" | {value.cycles:,.0f} | {value.cycles / bare.cycles:.3f} |"
+            f"| {name} | {value.instructions:,.0f} | {by_instructions}"
+            f" | {value.cycles:,.0f} | {by_cycles} |"
         )
     targets = [(n, a, bar) for n, a, bar in targets if n in counts and a in counts]
     if targets:
