@@ -4,8 +4,9 @@ Everything that does not depend on the request is computed when the settings loa
 request's host selects a *plan* (the server-wide and host handlers, already ordered and
 deduplicated, plus the locations that can apply under that host); a plan's locations are
 then matched against the route path. Plans are shared by every host that matches the same
-contexts, and both steps are memoised in small bounded dicts, so a repeated request costs a
-header scan and one or two dict lookups.
+contexts. In front of both steps sits one cache of answers keyed by what the request
+brings, the raw host, ``path`` and ``root_path``, so a repeated request costs a look at its
+first header and one or two dict lookups. Every cache is bounded.
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ Handler = Callable[..., object]
 Entry = tuple[str, Handler, str]
 DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
 
-# Both caches are keyed by request data a client controls, so both are bounded: when full
-# they are cleared rather than evicted entry by entry, which keeps the hit path a dict get.
+# Every cache is keyed by request data a client controls, so every one is bounded: when
+# full it is cleared rather than evicted entry by entry, which keeps the hit path a dict
+# lookup; and a key with a part longer than MAX_CACHED_PATH is not kept at all.
 HOST_CACHE_SIZE = 1024
 PATH_CACHE_SIZE = 2048
+#: Answers by raw request data (host, path, root_path), in front of the two caches above.
+ANSWER_CACHE_SIZE = 2048
 MAX_CACHED_PATH = 512
+
+#: How a request's host is keyed: the raw Host header value; the server's host, tagged so
+#: that it never compares with a header's bytes (``b"a" == "a"`` warns under ``python -b``);
+#: or ``None`` with neither.
+HostKey = bytes | tuple[str] | None
+#: How a request's path is keyed: ``path``, or ``(path, root_path)`` when there is a root path.
+PathKey = str | tuple[str, str]
 
 
 def normalize_host(value: str) -> str:
@@ -209,55 +220,108 @@ def _constant(handlers: tuple[Handler, ...]) -> DirectivesFor:
     return directives_for
 
 
+def _path_key(scope: Scope) -> tuple[str, str, PathKey]:
+    """``path``, ``root_path`` (``""`` when absent) and the key of the two in the answer cache."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path") or ""
+    return path, root_path, (path, root_path) if root_path else path
+
+
 def _path_only(plan: _Plan) -> DirectivesFor:
-    cache = plan.cache
-    lookup = plan.lookup
+    answers: dict[PathKey, tuple[Handler, ...]] = {}
+
+    def resolve(scope: Scope) -> tuple[Handler, ...]:
+        path, root_path, key = _path_key(scope)
+        handlers = plan.lookup(route_path(path, root_path))
+        if len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH:
+            if len(answers) >= ANSWER_CACHE_SIZE:
+                answers.clear()
+            answers[key] = handlers
+        return handlers
 
     def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        path: str = scope["path"]
-        root_path = scope.get("root_path")
-        if root_path:
-            path = route_path(path, root_path)
-        # The cache hit is inlined: a method call would cost as much as the lookup itself.
-        handlers = cache.get(path)
-        return lookup(path) if handlers is None else handlers
+        # Subscripts and exceptions rather than scope.get(): on a hit (the try costs
+        # nothing), a method call would cost as much as a lookup.
+        try:
+            root_path = scope["root_path"]
+        except KeyError:
+            root_path = ""
+        try:
+            return answers[(scope["path"], root_path) if root_path else scope["path"]]
+        except KeyError:
+            return resolve(scope)
 
     return directives_for
 
 
 def _by_host_and_path(plan_for: Callable[[str | None], _Plan]) -> DirectivesFor:
-    # Keyed by the raw header bytes (or the server's host str), so a hit skips decoding.
-    plans: dict[bytes | str | None, _Plan] = {}
+    plans: dict[HostKey, _Plan] = {}
+    # host key -> path key -> handlers; ``size`` counts the inner entries, all of them.
+    answers: dict[HostKey, dict[PathKey, tuple[Handler, ...]]] = {}
+    size = 0
+
+    def resolve(scope: Scope, host: HostKey) -> tuple[Handler, ...]:
+        nonlocal size
+        path, root_path, key = _path_key(scope)
+        cacheable = len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH
+        if host is not None and not host:
+            # An empty Host header: the server's host decides, which the key does not show.
+            host = _host_key(scope)
+            cacheable = False
+        elif isinstance(host, bytes) and len(host) > MAX_CACHED_PATH:
+            cacheable = False
+        plan = plans.get(host)
+        if plan is None:
+            plan = plan_for(_host_from_key(host))
+            if cacheable:
+                if len(plans) >= HOST_CACHE_SIZE:
+                    plans.clear()
+                plans[host] = plan
+        handlers = plan.lookup(route_path(path, root_path)) if plan.locations else plan.base
+        if cacheable:
+            if size >= ANSWER_CACHE_SIZE:
+                answers.clear()
+                size = 0
+            answers.setdefault(host, {})[key] = handlers
+            size += 1
+        return handlers
 
     def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        key: bytes | str | None = None
-        for name, value in scope.get("headers", ()):
-            if name == b"host":
-                key = value
-                break
-        if not key:
-            server = scope.get("server")
-            key = server[0] if server else None
-        plan = plans.get(key)
-        if plan is None:
-            plan = plan_for(_host_from_key(key))
-            if len(plans) >= HOST_CACHE_SIZE:
-                plans.clear()
-            plans[key] = plan
-        if not plan.locations:
-            return plan.base
-        path: str = scope["path"]
-        root_path = scope.get("root_path")
-        if root_path:
-            path = route_path(path, root_path)
-        handlers = plan.cache.get(path)
-        return plan.lookup(path) if handlers is None else handlers
+        # The Host header comes first from nearly every client: look there before scanning.
+        # On a hit, the try blocks cost nothing and subscripts less than scope.get().
+        try:
+            name, host = scope["headers"][0]
+        except (LookupError, TypeError, ValueError):
+            name = None
+        if name != b"host":
+            host = _host_key(scope)
+        try:
+            root_path = scope["root_path"]
+        except KeyError:
+            root_path = ""
+        try:
+            return answers[host][(scope["path"], root_path) if root_path else scope["path"]]
+        except KeyError:
+            return resolve(scope, host)
 
     return directives_for
 
 
-def _host_from_key(key: bytes | str | None) -> str | None:
+def _host_key(scope: Scope) -> HostKey:
+    """The first ``host`` header's raw value; without one (or with an empty one), the server's
+    host."""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            if value:
+                return value  # type: ignore[no-any-return]
+            break
+    server = scope.get("server")
+    return (server[0],) if server else None
+
+
+def _host_from_key(key: HostKey) -> str | None:
     if key is None:
         return None
-    host = normalize_host(key.decode("latin-1") if isinstance(key, bytes) else key)
+    raw = key[0] if isinstance(key, tuple) else key
+    host = normalize_host(raw.decode("latin-1") if isinstance(raw, bytes) else raw)
     return host or None
