@@ -1,11 +1,11 @@
 """Hand-built ASGI calls for tests: a scope, a scripted receive, and a recording send."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
 
-from asgi_cleanup._types import ASGIApp, Message, Scope
+from asgi_cleanup._types import ASGIApp, Message, Receive, Scope, Send
 
 
 def http_scope(path: str = "/", method: str = "GET", **extra: Any) -> Scope:
@@ -67,3 +67,16 @@ def respond(status: int = 200, body: bytes = b"ok") -> list[Message]:
         {"type": "http.response.start", "status": status, "headers": []},
         {"type": "http.response.body", "body": body},
     ]
+
+
+def app_registering(*cleanups: Callable[..., Any]) -> ASGIApp:
+    """An app that registers ``cleanups`` in order (so they run in reverse), then sends a
+    complete 200 response."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for cleanup in cleanups:
+            scope["cleanup"].register(cleanup)
+        for message in respond():
+            await send(message)
+
+    return app

@@ -9,22 +9,10 @@ from typing import Any
 
 import anyio
 import pytest
-from raw import call, http_scope, respond
+from raw import app_registering, call, http_scope, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Receive, Scope, Send
-
-
-def app_registering(*cleanups: Any) -> Any:
-    """Registers ``cleanups`` in order (so they run in reverse), then a complete 200."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        for cleanup in cleanups:
-            scope["cleanup"].register(cleanup)
-        for message in respond():
-            await send(message)
-
-    return app
 
 
 async def warm_up_an_idle_worker(middleware: CleanupMiddleware) -> None:

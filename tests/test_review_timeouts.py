@@ -8,22 +8,12 @@ from typing import Any
 
 import anyio
 import pytest
-from raw import call, respond
+from raw import app_registering, call, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
-
-
-def app_registering(*cleanups: Any) -> Any:
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        for cleanup in cleanups:
-            scope["cleanup"].register(cleanup)
-        for message in respond():
-            await send(message)
-
-    return app
 
 
 async def test_cleanup_that_swallows_the_timeout_cancellation_is_still_reported_as_timed_out(
