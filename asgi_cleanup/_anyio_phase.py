@@ -21,7 +21,7 @@ import types
 from collections.abc import Awaitable, Callable
 from functools import partial
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -50,6 +50,18 @@ _coroutine_send = types.CoroutineType.send
 
 # How long past its timeout a cancelled cleanup may take to stop before it is left behind.
 ABANDON_GRACE = 1.0
+# Where run_here's loop goes on with the next cleanup.
+_NEXT: Any = object()
+
+
+class Suspended(NamedTuple):
+    """An async cleanup whose first step ``_trio_steps.run_first_steps`` took outside any
+    scope of ours, and which suspended: what it yielded is not yet passed on to trio."""
+
+    coro: Any  # the coroutine, or the driver it suspended in (see _trio_steps)
+    yielded: Any
+    context: contextvars.Context
+    status: Any  # the task's trio cancel status before the step
 
 
 class AnyioPhase:
@@ -63,17 +75,28 @@ class AnyioPhase:
         self._reports: list[CleanupReport] | None = [] if config.observing() else None
         self._watch: _Watch | None = None  # run_here's watcher, once a cleanup suspended
 
-    async def run_here(self, entries: list[Entry] | None, later: list[Entry] | None) -> None:
+    async def run_here(
+        self,
+        entries: list[Entry] | None,
+        later: list[Entry] | None,
+        carried: tuple[Callable[..., Any], Any, float] | None = None,
+    ) -> None:
         """Run and remove the entries of ``entries``, then of ``later``, each from its end,
-        in the caller's task (see the module's docstring)."""
+        in the caller's task (see the module's docstring); first, see to its end the cleanup
+        ``_trio_steps.run_first_steps`` stopped at (``carried``), if any."""
         import trio
 
         try:
-            for pending, then in ((entries, later), (later, None)):
-                while pending:
+            for pending, then in ((entries or [], later), (later or [], None)):
+                while pending or carried is not None:
                     overran = None
                     with trio.CancelScope(shield=True) as scope:
-                        overran = await self._run_here(pending, then, scope)
+                        step, carried = carried, None
+                        if step is not None and type(step[1]) is Suspended:
+                            from ._trio_steps import enclose
+
+                            enclose(scope, step[1].status)
+                        overran = await self._run_here(pending, then, scope, step)
                     watch = self._watch
                     if watch is None:
                         continue  # nothing suspended under a timeout: nothing overran
@@ -104,69 +127,103 @@ class AnyioPhase:
         pending: list[Entry],
         then: list[Entry] | None,
         scope: "trio.CancelScope",
+        step: tuple[Callable[..., Any], Any, float] | None,
     ) -> Callable[..., Any] | None:
-        """Run cleanups until ``pending`` is empty; or return the one that overran its
-        timeout (the scope is then cancelled), or return once the watcher took over."""
+        """Run cleanups, first the rest of ``step`` (see ``run_here``), until ``pending`` is
+        empty; or return the one that overran its timeout (the scope is then cancelled), or
+        return once the watcher took over."""
+        reports = self._reports
+        while step is not None or pending:
+            if step is not None:
+                func, result, began = step
+                step = None
+                if type(result) is not Suspended:  # its first step raised
+                    await self._failed(func, result, perf_counter() - began)
+                    continue
+            else:
+                func, args, kwargs, context = pending[-1]
+                if type(func) is _FunctionType and func.__code__.co_flags & _CO_COROUTINE:
+                    calls_code = False  # calling a coroutine function runs none of its code
+                elif is_async_callable(func):
+                    calls_code = True
+                else:
+                    await self._run_sync(pending, then)
+                    continue
+                pending.pop()
+                began = perf_counter()
+                try:
+                    if calls_code:
+                        coro = as_coroutine(context.run(func, *args, **kwargs))
+                    else:
+                        coro = func(*args, **kwargs) if kwargs else func(*args)
+                    try:
+                        yielded = context.run(_coroutine_send, coro, None)
+                    except StopIteration:
+                        if reports is not None:
+                            reports.append(CleanupReport(func, perf_counter() - began, None, False))
+                        continue
+                except Exception as exc:
+                    await self._failed(func, exc, perf_counter() - began)
+                    continue
+                result = Suspended(coro, yielded, context, None)
+            # It suspended: from now on under its timeout, and watched.
+            overran = await self._finish(func, result, began, pending, then, scope)
+            if overran is not _NEXT:
+                return overran  # type: ignore[no-any-return]
+        return None
+
+    async def _finish(
+        self,
+        func: Callable[..., Any],
+        suspended: Suspended,
+        began: float,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        scope: "trio.CancelScope",
+    ) -> Any:
+        """Go on with a cleanup that suspended in its first step, under its timeout, and
+        watched. Returns ``_NEXT``, or what ``_run_here`` returns."""
         import trio
 
         timeout = self._timeout
-        reports = self._reports
         watch = self._watch
-        while pending:
-            func, args, kwargs, context = pending[-1]
-            if type(func) is _FunctionType and func.__code__.co_flags & _CO_COROUTINE:
-                calls_code = False  # calling a coroutine function runs none of its code
-            elif is_async_callable(func):
-                calls_code = True
-            else:
-                await self._run_sync(pending, then)
-                continue
-            pending.pop()
-            began = perf_counter()
-            suspended = False
-            try:
-                if calls_code:
-                    coro = as_coroutine(context.run(func, *args, **kwargs))
-                else:
-                    coro = func(*args, **kwargs) if kwargs else func(*args)
-                try:
-                    yielded = context.run(_coroutine_send, coro, None)
-                except StopIteration:
-                    if reports is not None:
-                        reports.append(CleanupReport(func, perf_counter() - began, None, False))
-                    continue
-                # It suspended: from now on under its timeout, and watched.
-                suspended = True
-                if timeout is not None:
-                    deadline = trio.current_time() + timeout - (perf_counter() - began)
-                    scope.deadline = deadline
-                    if watch is None:
-                        self._watch = watch = _Watch()
-                        trio.lowlevel.spawn_system_task(
-                            self._watching, watch, context=contextvars.copy_context()
-                        )
-                    watch.start(func, began, deadline + ABANDON_GRACE, pending, then)
-                await run_in_context(coro, context, yielded)
-            except Exception as exc:
-                if suspended and watch is not None:
-                    if watch.abandoned:
-                        return None
-                    if scope.cancel_called:  # (only a deadline cancels it: not on this path)
-                        return func
-                    scope.deadline = math.inf
-                    watch.stop()
-                await self._failed(func, exc, perf_counter() - began)
-                continue
-            if suspended and watch is not None:
-                if watch.abandoned:
-                    return None
-                if scope.cancel_called:  # it caught its cancellation and carried on
-                    return func
-                scope.deadline = math.inf
-                watch.stop()
-            if reports is not None:
-                reports.append(CleanupReport(func, perf_counter() - began, None, False))
-        return None
+        if timeout is not None:
+            deadline = trio.current_time() + timeout - (perf_counter() - began)
+            scope.deadline = deadline
+            if watch is None:
+                self._watch = watch = _Watch()
+                trio.lowlevel.spawn_system_task(
+                    self._watching, watch, context=contextvars.copy_context()
+                )
+            watch.start(func, began, deadline + ABANDON_GRACE, pending, then)
+        try:
+            await run_in_context(suspended.coro, suspended.context, suspended.yielded)
+        except Exception as exc:
+            ended = self._stop_watching(func, scope)
+            if ended is not _NEXT:
+                return ended
+            await self._failed(func, exc, perf_counter() - began)
+            return _NEXT
+        ended = self._stop_watching(func, scope)
+        if ended is not _NEXT:
+            return ended
+        if self._reports is not None:
+            self._reports.append(CleanupReport(func, perf_counter() - began, None, False))
+        return _NEXT
+
+    def _stop_watching(self, func: Callable[..., Any], scope: "trio.CancelScope") -> Any:
+        """A cleanup that suspended has ended: ``_NEXT``; or, if it was watched, ``None`` if
+        the watcher took over, or ``func`` if it ran past its timeout."""
+        watch = self._watch
+        if watch is None:  # no timeout
+            return _NEXT
+        if watch.abandoned:
+            return None
+        if scope.cancel_called:  # it caught its cancellation and carried on
+            return func
+        scope.deadline = math.inf
+        watch.stop()
+        return _NEXT
 
     async def _watching(self, watch: "_Watch") -> None:
         """Wake at each suspended cleanup's abandon time; if it is still running, report it

@@ -1,12 +1,14 @@
 """Runs one request's cleanups: freeze-time hand-over, dynamic cleanups LIFO, then directives.
 
 The work is done by the backend's path: ``_asyncio_phase`` on asyncio (cheap for cleanups that
-do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere (trio).
+do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere (trio), whose
+first steps ``_trio_steps`` takes.
 """
 
 import asyncio
 import contextvars
 import logging
+import sys
 from asyncio import _get_running_loop
 from collections.abc import Callable
 from logging import DEBUG
@@ -29,6 +31,16 @@ _level_cache = getattr(_logger, "_cache", None)
 _cached_enabled: Callable[[int], bool | None] = (
     _level_cache.get if isinstance(_level_cache, dict) else lambda _: None
 )
+# _trio_steps.run_first_steps, once a phase has run with no asyncio loop and trio imported.
+_trio_first_steps: Callable[[list[Entry]], Any] | None = None
+
+
+def _load_trio_first_steps() -> Callable[[list[Entry]], Any] | None:
+    """``_trio_steps.run_first_steps``, imported now if trio is (it needs trio)."""
+    global _trio_first_steps
+    if "trio" in sys.modules:
+        from ._trio_steps import run_first_steps as _trio_first_steps
+    return _trio_first_steps
 
 
 class CleanupRunner:
@@ -55,20 +67,21 @@ class CleanupRunner:
         self._workers: WorkerTasks | None = None
 
     def run_first_steps(self, entries: list[Entry]) -> Any:
-        """Run, at once, the dynamic cleanups that need no more than that: on asyncio, async
-        cleanups (LIFO) that finish in their first step, when no hook or DEBUG record needs
-        their timings.
+        """Run, at once, the dynamic cleanups that need no more than that: async cleanups
+        (LIFO) that finish in their first step, when no hook or DEBUG record needs their
+        timings; on asyncio, and on trio (with no cancel scope: see ``_trio_steps``).
 
         Returns ``None`` if every entry ran, else what to pass to ``run_phase`` as
         ``carried`` for the rest of the phase.
         """
         loop = _get_running_loop()
-        if (
-            loop is None
-            or self._on_complete is not None
-            or (_cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG))
+        if self._on_complete is not None or (
+            _cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG)
         ):
             return NOT_STARTED
+        if loop is None:
+            first_steps = _trio_first_steps or _load_trio_first_steps()
+            return NOT_STARTED if first_steps is None else first_steps(entries)
         workers = self._workers
         if loop is not self._loop or workers is None:
             self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
@@ -102,7 +115,7 @@ class CleanupRunner:
         loop = asyncio._get_running_loop()
         if loop is None:
             # Trio: cancellation only ever comes through cancel scopes, which the phase's
-            # shielded scopes keep out.
+            # shielded scopes keep out (from a carried step's scopes too: see _trio_steps).
             outcome = registry.outcome
             assert outcome is not None
             phase = AnyioPhase(outcome, self._config)
@@ -111,7 +124,7 @@ class CleanupRunner:
                 # Directive cleanups run in the context as it was when the app finished.
                 context = contextvars.copy_context()
                 later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
-            await phase.run_here(entries, later)
+            await phase.run_here(entries, later, None if carried is NOT_STARTED else carried)
             await phase.complete()
             return
         workers = self._workers
