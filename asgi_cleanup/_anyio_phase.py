@@ -7,7 +7,9 @@ leaves it behind ``ABANDON_GRACE`` past its timeout if it shields itself from th
 cancellation. A trio task cannot hand a coroutine that has suspended to another, so the
 abandoned cleanup goes on in the request's task, and the rest of the phase in the watcher.
 Sync cleanups run in the middleware's worker threads, one thread hop per run of
-consecutive ones.
+consecutive ones. Before the phase, ``_trio_steps.run_first_steps`` may have run the first
+async cleanups with no scope at all: ``run_here`` goes on with the one it stopped at (a
+``Suspended`` one under the shield, moved outside the scopes its first step left open).
 
 ``run`` is the phase in system tasks of its own, watched from the caller's: what the
 watcher goes on with after abandoning a cleanup.
