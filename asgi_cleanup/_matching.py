@@ -5,8 +5,9 @@ request's host selects a *plan* (the server-wide and host handlers, already orde
 deduplicated, plus the locations that can apply under that host); a plan's locations are
 then matched against the route path. Plans are shared by every host that matches the same
 contexts. In front of both steps sits one cache of answers keyed by what the request
-brings, the raw host, ``path`` and ``root_path``, so a repeated request costs a look at its
-first header and one or two dict lookups. Every cache is bounded.
+brings, ``root_path``, the raw host and ``path`` (nested dicts, in that order: no key to
+build), so a repeated request costs a look at its first header and three dict lookups.
+Every cache is bounded.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
 # lookup; and a key with a part longer than MAX_CACHED_PATH is not kept at all.
 HOST_CACHE_SIZE = 1024
 PATH_CACHE_SIZE = 2048
-#: Answers by raw request data (host, path, root_path), in front of the two caches above.
+#: Answers by raw request data (root_path, host, path), in front of the two caches above.
 ANSWER_CACHE_SIZE = 2048
 MAX_CACHED_PATH = 512
 
@@ -34,8 +35,6 @@ MAX_CACHED_PATH = 512
 #: that it never compares with a header's bytes (``b"a" == "a"`` warns under ``python -b``);
 #: or ``None`` with neither.
 HostKey = bytes | tuple[str] | None
-#: How a request's path is keyed: ``path``, or ``(path, root_path)`` when there is a root path.
-PathKey = str | tuple[str, str]
 
 
 def normalize_host(value: str) -> str:
@@ -220,34 +219,34 @@ def _constant(handlers: tuple[Handler, ...]) -> DirectivesFor:
     return directives_for
 
 
-def _path_key(scope: Scope) -> tuple[str, str, PathKey]:
-    """``path``, ``root_path`` (``""`` when absent) and the key of the two in the answer cache."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path") or ""
-    return path, root_path, (path, root_path) if root_path else path
-
-
 def _path_only(plan: _Plan) -> DirectivesFor:
-    answers: dict[PathKey, tuple[Handler, ...]] = {}
+    # root_path -> path -> handlers
+    answers: dict[str, dict[str, tuple[Handler, ...]]] = {}
+    size = 0  # of the inner entries, all of them
 
     def resolve(scope: Scope) -> tuple[Handler, ...]:
-        path, root_path, key = _path_key(scope)
+        nonlocal size
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path") or ""
+        by_path = answers.get(root_path)
+        handlers = by_path.get(path) if by_path is not None else None
+        if handlers is not None:
+            return handlers
         handlers = plan.lookup(route_path(path, root_path))
         if len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH:
-            if len(answers) >= ANSWER_CACHE_SIZE:
+            if size >= ANSWER_CACHE_SIZE:
                 answers.clear()
-            answers[key] = handlers
+                size = 0
+                by_path = None
+            if by_path is None:
+                by_path = answers[root_path] = {}
+            by_path[path] = handlers
+            size += 1
         return handlers
 
     def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        # Subscripts and exceptions rather than scope.get(): on a hit (the try costs
-        # nothing), a method call would cost as much as a lookup.
-        try:
-            root_path = scope["root_path"]
-        except KeyError:
-            root_path = ""
-        try:
-            return answers[(scope["path"], root_path) if root_path else scope["path"]]
+        try:  # costs nothing until something raises
+            return answers[scope["root_path"]][scope["path"]]
         except KeyError:
             return resolve(scope)
 
@@ -256,20 +255,26 @@ def _path_only(plan: _Plan) -> DirectivesFor:
 
 def _by_host_and_path(plan_for: Callable[[str | None], _Plan]) -> DirectivesFor:
     plans: dict[HostKey, _Plan] = {}
-    # host key -> path key -> handlers; ``size`` counts the inner entries, all of them.
-    answers: dict[HostKey, dict[PathKey, tuple[Handler, ...]]] = {}
-    size = 0
+    # root_path -> host key -> path -> handlers
+    answers: dict[str, dict[HostKey, dict[str, tuple[Handler, ...]]]] = {}
+    size = 0  # of the innermost entries, all of them
 
-    def resolve(scope: Scope, host: HostKey) -> tuple[Handler, ...]:
+    def resolve(scope: Scope) -> tuple[Handler, ...]:
         nonlocal size
-        path, root_path, key = _path_key(scope)
-        cacheable = len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH
-        if host is not None and not host:
-            # An empty Host header: the server's host decides, which the key does not show.
-            host = _host_key(scope)
-            cacheable = False
-        elif isinstance(host, bytes) and len(host) > MAX_CACHED_PATH:
-            cacheable = False
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path") or ""
+        host = _host_key(scope)
+        by_host = answers.get(root_path)
+        by_path = by_host.get(host) if by_host is not None else None
+        handlers = by_path.get(path) if by_path is not None else None
+        if handlers is not None:
+            return handlers
+        # Only the client's strings count: the server's host is not client data.
+        cacheable = (
+            len(path) <= MAX_CACHED_PATH
+            and len(root_path) <= MAX_CACHED_PATH
+            and not (isinstance(host, bytes) and len(host) > MAX_CACHED_PATH)
+        )
         plan = plans.get(host)
         if plan is None:
             plan = plan_for(_host_from_key(host))
@@ -282,27 +287,26 @@ def _by_host_and_path(plan_for: Callable[[str | None], _Plan]) -> DirectivesFor:
             if size >= ANSWER_CACHE_SIZE:
                 answers.clear()
                 size = 0
-            answers.setdefault(host, {})[key] = handlers
+                by_host = by_path = None
+            if by_host is None:
+                by_host = answers[root_path] = {}
+            if by_path is None:
+                by_path = by_host[host] = {}
+            by_path[path] = handlers
             size += 1
         return handlers
 
     def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        # The Host header comes first from nearly every client: look there before scanning.
-        # On a hit, the try blocks cost nothing and subscripts less than scope.get().
+        # The cache hit, in one try block (it costs nothing until something raises): the
+        # Host header is looked for first where nearly every client puts it. Whatever is
+        # missing or unusual, and a miss, goes to resolve(), which reads the scope with care.
         try:
             name, host = scope["headers"][0]
+            if name != b"host":
+                host = _host_key(scope)
+            return answers[scope["root_path"]][host][scope["path"]]
         except (LookupError, TypeError, ValueError):
-            name = None
-        if name != b"host":
-            host = _host_key(scope)
-        try:
-            root_path = scope["root_path"]
-        except KeyError:
-            root_path = ""
-        try:
-            return answers[host][(scope["path"], root_path) if root_path else scope["path"]]
-        except KeyError:
-            return resolve(scope, host)
+            return resolve(scope)
 
     return directives_for
 
