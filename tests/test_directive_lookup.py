@@ -80,6 +80,17 @@ def cached_answers(directives_for: DirectivesFor) -> int:
     return leaves(closure(directives_for)["answers"])
 
 
+class _CacheOnly(dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        raise AssertionError(f"not answered from the cache: scope.get({key!r})")
+
+
+def answered_from_the_cache(scope: Scope) -> Scope:
+    """``scope``, failing if it is read beyond what a cache hit reads (a miss reads with
+    ``scope.get()``)."""
+    return _CacheOnly(scope)
+
+
 @pytest.fixture
 def small_cache(monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(_matching, "ANSWER_CACHE_SIZE", 8)
@@ -98,6 +109,10 @@ def test_the_answer_cache_is_cleared_when_full_and_answers_stay_right(
         assert admin not in directives_for(request(f"/public/{n}", host=b"www.example.com"))
     assert cached_answers(directives_for) == 3
     assert admin in directives_for(request("/admin/0", host=b"www.example.com"))
+    for root_path in ["", "/m"]:  # after the clearing, answers are kept and found again
+        directives_for(request("/m/admin/x", host=b"www.example.com", root_path=root_path))
+        again = request("/m/admin/x", host=b"www.example.com", root_path=root_path)
+        assert directives_for(answered_from_the_cache(again)) == directives_for(again)
 
 
 def test_many_hosts_share_the_one_bound(small_cache: int) -> None:
