@@ -74,22 +74,14 @@ class CleanupRunner:
         Returns ``None`` if every entry ran, else what to pass to ``run_phase`` as
         ``carried`` for the rest of the phase.
         """
-        loop = _get_running_loop()
-        if (
-            loop is None
-            or self._on_complete is not None
-            or (_cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG))
+        if self._on_complete is not None or (
+            _cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG)
         ):
-            # No asyncio loop: trio, whose first steps need no hook or DEBUG record either.
-            if (
-                loop is None
-                and self._on_complete is None
-                and (_cached_enabled(DEBUG) is False or not _debug_enabled(DEBUG))
-            ):
-                first_steps = _trio_first_steps or _load_trio_first_steps()
-                if first_steps is not None:
-                    return first_steps(entries)
             return NOT_STARTED
+        loop = _get_running_loop()
+        if loop is None:  # trio
+            first_steps = _trio_first_steps or _load_trio_first_steps()
+            return NOT_STARTED if first_steps is None else first_steps(entries)
         workers = self._workers
         if loop is not self._loop or workers is None:
             self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
