@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from types import MethodType
 
 DEFAULT_ATTRIBUTE = "cleanuphandler"
 
@@ -73,6 +74,15 @@ class Resolver:
         if key not in self._resolved:
             self._resolved[key] = _import(*key)
         return self._resolved[key]
+
+
+def handler_key(handler: object) -> object:
+    """What makes two resolved handlers the same handler: the object itself, or for a bound
+    method (a fresh object at every attribute lookup) its instance and function, so that
+    ``m:pool.close`` resolved by two middlewares, or through an alias of ``pool``, is one."""
+    if type(handler) is MethodType:
+        return (id(handler.__self__), id(handler.__func__))
+    return id(handler)
 
 
 def _import(module_name: str, attr_path: str) -> object:

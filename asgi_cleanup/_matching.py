@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from ._handlers import handler_key
 from ._types import Scope
 
 Handler = Callable[..., object]
@@ -127,12 +128,13 @@ class Location(NamedTuple):
 
 
 def dedupe(entries: Iterable[Entry]) -> list[Entry]:
-    """Keep each handler (by identity) at its first place only."""
-    seen: set[int] = set()
+    """Keep each handler (see ``handler_key``) at its first place only."""
+    seen: set[object] = set()
     kept: list[Entry] = []
     for entry in entries:
-        if id(entry[1]) not in seen:
-            seen.add(id(entry[1]))
+        key = handler_key(entry[1])
+        if key not in seen:
+            seen.add(key)
             kept.append(entry)
     return kept
 

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from ._asyncio_phase import NOT_STARTED
+from ._handlers import handler_key
 from ._lifespan import serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
 from ._scheduling import PhaseScheduler
@@ -225,11 +226,12 @@ class CleanupMiddleware:
 
 def _merge_directives(own: tuple[Directive, ...], nested: list[Directive]) -> tuple[Directive, ...]:
     """The outer middleware's directives, then those nested middlewares added, each once."""
-    seen = set(map(id, own))
+    seen = set(map(handler_key, own))
     extra = []
     for directive in nested:
-        if id(directive) not in seen:
-            seen.add(id(directive))
+        key = handler_key(directive)
+        if key not in seen:
+            seen.add(key)
             extra.append(directive)
     return (*own, *extra)
 

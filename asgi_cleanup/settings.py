@@ -14,7 +14,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from ._handlers import Resolver, callable_reference, check_callable
+from ._handlers import Resolver, callable_reference, check_callable, handler_key
 from ._loader import HOOK_ARITY, OPTION_NAMES, PYPROJECT_TABLE, Loader, read_toml, subject
 from ._matching import DirectivesFor, Entry, Handler, Matcher
 from ._options import validate_thread_limit, validate_timeout
@@ -106,7 +106,7 @@ class Settings:
             *(entry for host in matcher.hosts for entry in host.entries),
             *(entry for location in matcher.locations for entry in location.entries),
         ]
-        distinct = len({id(entry[1]) for entry in every})
+        distinct = len({handler_key(entry[1]) for entry in every})
         parts = [
             _count(len(matcher.server), "server-wide handler"),
             _count(len(matcher.hosts), "host"),

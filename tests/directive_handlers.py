@@ -35,3 +35,19 @@ async def deep_second(outcome: Any) -> None:
 
 def record_reports(reports: Any, outcome: Any) -> None:
     CALLS.append(("reports", reports))
+
+
+class Pool:
+    """A handler reached as a bound method (``pool.close``) or a classmethod (``Pool.drain``):
+    every attribute lookup makes a fresh method object."""
+
+    def close(self, outcome: Any) -> None:
+        CALLS.append(("pool.close", outcome))
+
+    @classmethod
+    def drain(cls, outcome: Any) -> None:
+        CALLS.append(("Pool.drain", outcome))
+
+
+pool = Pool()
+same_pool = pool

@@ -190,6 +190,32 @@ async def test_nested_middleware_adds_its_directives_after_the_outer_ones_once()
     ]
 
 
+@pytest.mark.anyio
+async def test_nested_middlewares_run_a_bound_method_or_classmethod_handler_once() -> None:
+    # Each middleware resolves its references itself: a bound method is a new object at every
+    # lookup, yet both name the same handler.
+    handlers = ["directive_handlers:pool.close", "directive_handlers:Pool.drain"]
+    sub_app = CleanupMiddleware(
+        Starlette(routes=[Route("/page", lambda request: PlainTextResponse("sub"))]),
+        settings={"handlers": ["directive_handlers:same_pool.close", *handlers]},
+    )
+    outer = CleanupMiddleware(
+        Starlette(routes=[Mount("/sub", app=sub_app)]), settings={"handlers": handlers}
+    )
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/sub/page")
+    assert response.status_code == 200
+    assert [name for name, _ in CALLS] == ["pool.close", "Pool.drain"]
+
+
+@pytest.mark.anyio
+async def test_one_settings_file_runs_a_bound_method_reached_through_an_alias_once() -> None:
+    handlers = ["directive_handlers:pool.close", "directive_handlers:same_pool.close"]
+    await call(CleanupMiddleware(app, settings={"handlers": handlers}), http_scope("/"))
+    assert [name for name, _ in CALLS] == ["dynamic", "pool.close"]
+
+
 CONTEXTS = """
 handlers = ["directive_handlers:close_pools"]
 
