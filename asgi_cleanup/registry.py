@@ -76,7 +76,8 @@ class CleanupRegistry:
     _send: Send = staticmethod(_send_without_request)
     _receive: Receive = staticmethod(_receive_without_request)
     # The first and the last message handed to the server's send. The first is the response
-    # start (http requires it; websocket: a denial's start, else the accept or the close).
+    # start (http requires it, after the debug information of the http.response.debug
+    # extension if any; websocket: a denial's start, else the accept or the close).
     # The status and whether the response is complete are worked out from them only when
     # asked: on every message that would cost more than storing them.
     _first_message: Message | None = None
@@ -235,7 +236,7 @@ class CleanupRegistry:
         self._outcome = None
 
     async def _watched_send(self, message: Message) -> None:
-        if self._first_message is None:
+        if self._first_message is None and message["type"] != "http.response.debug":
             self._first_message = message
         # Handed over before the await: a disconnect the server reports while still in
         # send() (hypercorn ends the stream there) then comes after the last message, and a

@@ -30,6 +30,9 @@ def recording_app(
 START = {"type": "http.response.start", "status": 200, "headers": []}
 BODY = {"type": "http.response.body", "body": b"done"}
 PARTIAL = {"type": "http.response.body", "body": b"part", "more_body": True}
+# Starlette's TemplateResponse sends it before the start where the server offers the
+# extension (its TestClient does).
+DEBUG = {"type": "http.response.debug", "info": {"template": None, "context": {}}}
 
 
 @pytest.mark.anyio
@@ -68,6 +71,16 @@ PARTIAL = {"type": "http.response.body", "body": b"part", "more_body": True}
             True,
             id="trailers sent",
         ),
+        pytest.param(
+            [DEBUG, {**START, "status": 201}, BODY], 201, True, id="debug info before the start"
+        ),
+        pytest.param(
+            [DEBUG, {**START, "trailers": True}, BODY],
+            200,
+            False,
+            id="debug info before a start announcing trailers",
+        ),
+        pytest.param([DEBUG], None, False, id="debug info only"),
     ],
 )
 async def test_outcome_status_and_response_complete(
