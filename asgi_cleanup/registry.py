@@ -129,6 +129,8 @@ class CleanupRegistry:
         server.
 
         :raises TypeError: if ``cm`` is not a context manager (before entering anything).
+        :raises RuntimeError: if cleanups have started (``frozen``), before entering ``cm``:
+            its exit could no longer run.
         """
         cls = type(cm)
         try:
@@ -136,6 +138,7 @@ class CleanupRegistry:
             exit_ = cls.__exit__
         except AttributeError:
             raise TypeError(f"{cls.__qualname__!r} object is not a context manager") from None
+        self._check_open("enter_context", cm)
         value = enter(cm)
         self.register(_ContextExit(self, cm, exit_))
         return value
@@ -145,6 +148,7 @@ class CleanupRegistry:
         cleanup phase like :meth:`enter_context`, with ``__aexit__`` awaited on the event loop.
 
         :raises TypeError: if ``cm`` is not an async context manager.
+        :raises RuntimeError: if cleanups have started, before entering ``cm``.
         """
         cls = type(cm)
         try:
@@ -154,9 +158,17 @@ class CleanupRegistry:
             raise TypeError(
                 f"{cls.__qualname__!r} object is not an async context manager"
             ) from None
+        self._check_open("enter_async_context", cm)
         value = await enter(cm)
         self.register(_AsyncContextExit(self, cm, exit_))
         return value
+
+    def _check_open(self, method: str, cm: object) -> None:
+        if self._send is _send_after_return:
+            raise RuntimeError(
+                f"{method}() called after cleanups started: {type(cm).__qualname__!r} object "
+                "not entered, as its exit could no longer run"
+            )
 
     def unregister(self, func: Callable[..., Any]) -> None:
         """Remove every pending registration of ``func`` (compared with ``==``).

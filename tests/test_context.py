@@ -215,6 +215,45 @@ async def test_enter_context_of_a_non_context_manager_is_a_type_error() -> None:
 
 
 @pytest.mark.anyio
+async def test_enter_context_after_cleanups_started_raises_without_entering() -> None:
+    log: list[Any] = []
+    errors: list[BaseException] = []
+
+    @contextlib.asynccontextmanager
+    async def async_resource() -> AsyncIterator[str]:
+        log.append(("enter", "async"))
+        yield "async value"
+        log.append(("exit", "async"))
+
+    async def late_cleanup(registry: Any) -> None:
+        # A cleanup is the usual place to be late from: the phase has started.
+        for enter in (
+            lambda: registry.enter_context(Recording(log, "sync")),
+            lambda: registry.enter_async_context(async_resource()),
+        ):
+            try:
+                result = enter()
+                if not isinstance(result, str):
+                    await result
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(late_cleanup, scope["cleanup"])
+        for message in respond():
+            await send(message)
+
+    await call(CleanupMiddleware(app))
+    assert log == []
+    assert [str(exc) for exc in errors] == [
+        "enter_context() called after cleanups started: 'Recording' object not entered, "
+        "as its exit could no longer run",
+        "enter_async_context() called after cleanups started: '_AsyncGeneratorContextManager' "
+        "object not entered, as its exit could no longer run",
+    ]
+
+
+@pytest.mark.anyio
 async def test_context_exit_is_bounded_by_the_timeout_and_logged_by_name(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
