@@ -313,7 +313,7 @@ class AnyioPhase:
         hook = self._config.on_complete
         if hook is not None:
             with anyio.CancelScope(shield=True):
-                await self._call_hook(hook, (tuple(reports), self._outcome))
+                await self._call_hook("on_complete", hook, (tuple(reports), self._outcome))
 
     async def _run_until_timeout(
         self,
@@ -433,15 +433,15 @@ class AnyioPhase:
     async def _report(self, func: Callable[..., Any], exc: BaseException) -> None:
         hook = self._config.on_error
         if hook is not None:
-            await self._call_hook(hook, (func, exc, self._outcome))
+            await self._call_hook("on_error", hook, (func, exc, self._outcome))
 
-    async def _call_hook(self, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    async def _call_hook(self, role: str, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             result = hook(*args)
             if inspect.isawaitable(result) and await self._await(result):
                 raise TimeoutError(f"hook timed out after {self._timeout:g}s")
         except Exception as hook_exc:
-            log_hook_failure(hook, hook_exc, self._outcome.scope)
+            log_hook_failure(role, hook, hook_exc, self._outcome.scope)
 
 
 class _Run:

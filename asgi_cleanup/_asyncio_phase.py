@@ -550,29 +550,29 @@ class AsyncioPhase:
             exc = result
         hook = self._config.on_error
         if hook is not None:
-            await self._call_hook(hook, (func, exc, self._outcome))
+            await self._call_hook("on_error", hook, (func, exc, self._outcome))
         return exc
 
     async def _complete(self, reports: list[CleanupReport]) -> None:
         log_phase(reports, self._outcome.scope)
         hook = self._config.on_complete
         if hook is not None:
-            await self._call_hook(hook, (tuple(reports), self._outcome))
+            await self._call_hook("on_complete", hook, (tuple(reports), self._outcome))
 
-    async def _call_hook(self, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    async def _call_hook(self, role: str, hook: Callable[..., Any], args: tuple[Any, ...]) -> None:
         """Call a sync or async hook, within the timeout; log what it raises."""
         scope = self._outcome.scope
         try:
             result = hook(*args)
         except Exception as exc:
-            log_hook_failure(hook, exc, scope)
+            log_hook_failure(role, hook, exc, scope)
             return
         if result is not None and hasattr(result, "__await__"):
             outcome = await self._await(result, contextvars.copy_context())
             if outcome is _TIMED_OUT:
                 outcome = TimeoutError(f"hook timed out after {self._config.timeout:g}s")
             if outcome is not None:
-                log_hook_failure(hook, outcome, scope)
+                log_hook_failure(role, hook, outcome, scope)
 
 
 def _wake(waiter: Future[None]) -> None:

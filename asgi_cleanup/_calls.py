@@ -129,9 +129,11 @@ def log_timeout(
     )
 
 
-def log_hook_failure(hook: Callable[..., Any], exc: BaseException, scope: Scope) -> None:
+def log_hook_failure(role: str, hook: Callable[..., Any], exc: BaseException, scope: Scope) -> None:
+    """Log a failed or timed-out hook; ``role`` is its option's name (``on_error``...)."""
     logger.error(
-        "on_error hook %s failed for %s",
+        "%s hook %s failed for %s",
+        role,
         describe_callable(hook),
         describe_request(scope),
         exc_info=exc,

@@ -77,7 +77,10 @@ async def test_on_complete_may_be_async_and_its_failure_is_logged(
 
     await call(CleanupMiddleware(app_registering(quick, quick), on_complete=on_complete))
     assert seen == [2]
-    assert any("on_complete" in r.getMessage() or "hook" in r.getMessage() for r in caplog.records)
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage().startswith("on_complete hook ")
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "reporting broke"
 
 
 @pytest.mark.anyio
