@@ -191,6 +191,13 @@ class Loader:
             self.fail(label, f"must be a URL path string, not {_kind(path)}", "path")
         if not path.startswith("/"):
             self.fail(label, f"{path!r} must start with '/'", "path")
+        if "?" in path or "#" in path:
+            self.fail(
+                label,
+                f"{path!r} must be a path alone: request paths never hold a query string or "
+                "fragment, so it could never match",
+                "path",
+            )
         host = self.host_name(label, "host", table["host"]) if "host" in table else None
         extensions = self.extensions(label, table["extensions"]) if "extensions" in table else ()
         context = f"{label} {path}" + (f" host {host}" if host else "")

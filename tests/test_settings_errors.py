@@ -246,6 +246,18 @@ def test_bad_host_table(tmp_path: Path, table: str, located: str) -> None:
             id="path-without-slash",
         ),
         pytest.param(
+            'path = "/search?q=1"\nhandlers = []',
+            "location[2], key 'path': '/search?q=1' must be a path alone: request paths never "
+            "hold a query string or fragment, so it could never match",
+            id="path-with-query",
+        ),
+        pytest.param(
+            'path = "/docs#top"\nhandlers = []',
+            "location[2], key 'path': '/docs#top' must be a path alone: request paths never "
+            "hold a query string or fragment, so it could never match",
+            id="path-with-fragment",
+        ),
+        pytest.param(
             "path = 1\nhandlers = []",
             "location[2], key 'path': must be a URL path string, not an integer (1)",
             id="path-not-string",
