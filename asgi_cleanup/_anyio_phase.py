@@ -393,7 +393,7 @@ class AnyioPhase:
                 await self._failed(func, error, seconds)
         if abandoned is not None:
             seconds = time.monotonic() - job.started_at
-            await self._timed_out(abandoned[0], seconds, waiting=job.current is None)
+            await self._timed_out(abandoned[0], seconds, waiting=job.late is not None)
             return
         if job.fatal is not None:
             raise job.fatal

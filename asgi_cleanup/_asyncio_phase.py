@@ -519,7 +519,7 @@ class AsyncioPhase:
                 reports.append(CleanupReport(func, seconds, reported, False))
         if abandoned is not None:
             seconds = time.monotonic() - job.started_at
-            timeout_error = await self._report(abandoned[0], _TIMED_OUT, job.current is None)
+            timeout_error = await self._report(abandoned[0], _TIMED_OUT, job.late is not None)
             if reports is not None:
                 reports.append(CleanupReport(abandoned[0], seconds, timeout_error, True))
             return

@@ -120,12 +120,15 @@ def log_failure(func: Callable[..., Any], exc: BaseException, scope: Scope) -> N
 def log_timeout(
     func: Callable[..., Any], timeout: float | None, scope: Scope, waiting: bool = False
 ) -> None:
+    """The ERROR record of a cleanup past its timeout: abandoned, or (``waiting``) given up
+    waiting for a worker thread, to run when one is free."""
     logger.error(
-        "Cleanup %s timed out after %gs %s for %s",
+        "Cleanup %s timed out after %gs %s for %s%s",
         describe_callable(func),
         timeout,
         "waiting for a free worker thread" if waiting else "and was abandoned",
         describe_request(scope),
+        "; it runs when one is free" if waiting else "",
     )
 
 
