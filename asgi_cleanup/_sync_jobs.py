@@ -3,12 +3,14 @@
 import contextlib
 import inspect
 import logging
+import sys
 import threading
 import time
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._calls import is_async_callable
+from ._calls import frames_traceback, is_async_callable
 from ._describe import describe_callable
 from .registry import Entry
 
@@ -82,6 +84,22 @@ class SyncJob:
             self.late = source.pop()
             return 0, self.late
 
+    def where(self) -> types.TracebackType | None:
+        """Where the thread running this job is now, from ``_run`` inwards; ``None`` for a
+        cleanup given up before a thread ran it (``late``), or if no thread runs the job."""
+        if self.late is not None:
+            return None
+        # Found by looking, not recorded by the thread: only a timeout pays for it.
+        for innermost in sys._current_frames().values():
+            frames: list[types.FrameType] = []
+            frame: types.FrameType | None = innermost
+            while frame is not None:
+                frames.append(frame)
+                if frame.f_code is _RUN_CODE and frame.f_locals.get("self") is self:
+                    return frames_traceback(reversed(frames))
+                frame = frame.f_back
+        return None
+
     def run(self) -> None:
         try:
             self._run()
@@ -152,6 +170,9 @@ class SyncJob:
         close = getattr(awaitable, "close", None)
         if callable(close):  # a coroutine: not awaited, and not warned about as never awaited
             close()
+
+
+_RUN_CODE = SyncJob._run.__code__
 
 
 def _noop() -> None:

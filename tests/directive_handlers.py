@@ -35,3 +35,9 @@ async def deep_second(outcome: Any) -> None:
 
 def record_reports(reports: Any, outcome: Any) -> None:
     CALLS.append(("reports", reports))
+
+
+async def stuck_directive(outcome: Any) -> None:
+    import anyio
+
+    await anyio.sleep(10)
