@@ -36,6 +36,8 @@ from ._calls import (
     log_phase,
     log_timeout,
     run_in_context,
+    suspended_traceback,
+    timeout_error,
 )
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
@@ -108,9 +110,10 @@ class AnyioPhase:
                         overran = watch.running
                     if overran is not None:
                         # A scope cannot be un-cancelled: the rest go on in a new one.
+                        seconds, where = perf_counter() - watch.began, watch.where
                         watch.stop()
                         with trio.CancelScope(shield=True):
-                            await self._timed_out(overran, perf_counter() - watch.began)
+                            await self._timed_out(overran, seconds, where)
         finally:
             watch = self._watch
             if watch is not None:
@@ -144,17 +147,23 @@ class AnyioPhase:
                     continue
             else:
                 func, args, kwargs, context = pending[-1]
+                awaitable = None
                 if type(func) is _FunctionType and func.__code__.co_flags & _CO_COROUTINE:
                     calls_code = False  # calling a coroutine function runs none of its code
                 elif is_async_callable(func):
                     calls_code = True
                 else:
-                    await self._run_sync(pending, then)
-                    continue
-                pending.pop()
+                    returned = await self._run_sync(pending, then)
+                    if returned is None:
+                        continue
+                    func, awaitable, context = returned
+                if awaitable is None:
+                    pending.pop()
                 began = perf_counter()
                 try:
-                    if calls_code:
+                    if awaitable is not None:
+                        coro = as_coroutine(awaitable)
+                    elif calls_code:
                         coro = as_coroutine(context.run(func, *args, **kwargs))
                     else:
                         coro = func(*args, **kwargs) if kwargs else func(*args)
@@ -191,13 +200,12 @@ class AnyioPhase:
         watch = self._watch
         if timeout is not None:
             deadline = trio.current_time() + timeout - (perf_counter() - began)
-            scope.deadline = deadline
             if watch is None:
                 self._watch = watch = _Watch()
                 trio.lowlevel.spawn_system_task(
                     self._watching, watch, context=contextvars.copy_context()
                 )
-            watch.start(func, began, deadline + ABANDON_GRACE, pending, then)
+            watch.start(func, began, deadline, suspended.coro, scope, pending, then)
         try:
             await run_in_context(suspended.coro, suspended.context, suspended.yielded)
         except Exception as exc:
@@ -221,28 +229,35 @@ class AnyioPhase:
             return _NEXT
         if watch.abandoned:
             return None
-        if scope.cancel_called:  # it caught its cancellation and carried on
+        if scope.cancel_called or watch.overdue():  # it caught its cancellation and carried on
             return func
-        scope.deadline = math.inf
         watch.stop()
         return _NEXT
 
     async def _watching(self, watch: "_Watch") -> None:
-        """Wake at each suspended cleanup's abandon time; if it is still running, report it
-        timed out and run the rest of the phase here."""
+        """Wake at each suspended cleanup's deadline: if it is still running, note where it
+        is and cancel it; and at its abandon time: if it is still running, report it timed
+        out and run the rest of the phase here."""
         import trio
 
         while not watch.finished:
-            with trio.CancelScope(deadline=watch.abandon_at) as watch.scope:
+            with trio.CancelScope(deadline=watch.wake_at()) as watch.scope:
                 await trio.sleep_forever()
             if watch.finished:
                 return
-            if watch.running is None or trio.current_time() < watch.abandon_at:
+            if watch.running is None:
+                continue
+            if not watch.expired:
+                if watch.overdue():
+                    watch.expire()
+                continue
+            if trio.current_time() < watch.abandon_at:
                 continue
             watch.abandoned = True
             try:
                 with trio.CancelScope(shield=True):
-                    await self._timed_out(watch.running, perf_counter() - watch.began)
+                    seconds = perf_counter() - watch.began
+                    await self._timed_out(watch.running, seconds, watch.where)
                     pending, then = watch.pending, watch.then
                     await self.run(pending, then)
                     if then:
@@ -256,9 +271,10 @@ class AnyioPhase:
     async def run(self, pending: list[Entry], then: list[Entry] | None = None) -> None:
         """Run and remove the entries of ``pending`` from its end (so in LIFO order).
 
-        The cleanups run in a task of their own that this one watches: an async cleanup still
-        running ``ABANDON_GRACE`` past its timeout (one that shields itself from the
-        cancellation) is left behind there, and the rest go on in a new task.
+        The cleanups run in a task of their own that this one watches: at an async cleanup's
+        timeout it notes where the cleanup is and cancels it; one still running
+        ``ABANDON_GRACE`` later (it shields itself from the cancellation) is left behind
+        there, and the rest go on in a new task.
         """
         import trio
 
@@ -273,21 +289,28 @@ class AnyioPhase:
                     wait = math.inf
                     running = state.running
                     if running is not None and timeout is not None:
-                        wait = state.began + timeout + ABANDON_GRACE - time.perf_counter()
-                        if wait <= 0:
-                            state.abandoned = True
-                            await self._timed_out(running, time.perf_counter() - state.began)
-                            break
-                    elif timeout is not None:
-                        wait = timeout + ABANDON_GRACE  # look again when one may be overdue
+                        wait = state.began + timeout - time.perf_counter()
+                        if not state.expired:
+                            if wait <= 0:
+                                state.expire()
+                                continue
+                        else:
+                            wait += ABANDON_GRACE
+                            if wait <= 0:
+                                state.abandoned = True
+                                seconds = time.perf_counter() - state.began
+                                await self._timed_out(running, seconds, state.where)
+                                break
+                    state.wake = anyio.Event()
                     with anyio.move_on_after(wait):
-                        await state.done.wait()
+                        await state.wake.wait()
             if state.fatal is not None:
                 raise state.fatal
 
     async def _execute(self, pending: list[Entry], then: list[Entry] | None, state: "_Run") -> None:
-        """Run cleanups in one shielded cancel scope whose deadline is moved to each async
-        cleanup's own; a scope cannot be un-cancelled, so after a timeout, in a new one."""
+        """Run cleanups in one shielded cancel scope, which the watching task cancels at an
+        async cleanup's timeout; a scope cannot be un-cancelled, so after a timeout, in a new
+        one."""
         try:
             while pending and not state.abandoned:
                 overran = None
@@ -296,13 +319,15 @@ class AnyioPhase:
                 if scope.cancelled_caught:
                     overran = state.running
                 if overran is not None and not state.abandoned:
-                    state.running = None
+                    seconds, where = time.perf_counter() - state.began, state.where
+                    state.stop()
                     with anyio.CancelScope(shield=True):
-                        await self._timed_out(overran, time.perf_counter() - state.began)
+                        await self._timed_out(overran, seconds, where)
         except BaseException as exc:  # KeyboardInterrupt, say: the watching task raises it
             state.fatal = exc
         finally:
             state.done.set()
+            state.wake.set()
 
     async def complete(self) -> None:
         """The phase is over: the DEBUG record, and ``on_complete``."""
@@ -326,34 +351,39 @@ class AnyioPhase:
         (or let its cancellation out, to ``scope``)."""
         timeout = self._timeout
         while pending and not state.abandoned:
-            if not is_async_callable(pending[-1][0]):
-                scope.deadline = math.inf
-                await self._run_sync(pending, then)
-                continue
-            func, args, kwargs, context = pending.pop()
-            state.running = func
-            state.began = time.perf_counter()
-            if timeout is not None:
-                scope.deadline = anyio.current_time() + timeout
+            awaitable = None
+            if is_async_callable(pending[-1][0]):
+                func, args, kwargs, context = pending.pop()
+            else:
+                returned = await self._run_sync(pending, then)
+                if returned is None:
+                    continue
+                func, awaitable, context = returned
+            state.start(func, scope)
             try:
-                await run_in_context(as_coroutine(context.run(func, *args, **kwargs)), context)
+                if awaitable is None:
+                    awaitable = context.run(func, *args, **kwargs)
+                state.coro = as_coroutine(awaitable)
+                await run_in_context(state.coro, context)
             except Exception as exc:
-                if state.abandoned or scope.cancel_called:
+                if state.abandoned or scope.cancel_called or state.overran(timeout):
                     return None if state.abandoned else func
-                state.running = None
-                scope.deadline = math.inf
-                await self._failed(func, exc, time.perf_counter() - state.began)
+                seconds = time.perf_counter() - state.began
+                state.stop()
+                await self._failed(func, exc, seconds)
                 continue
             if state.abandoned:
                 return None
-            if scope.cancel_called:  # it caught its cancellation and carried on
+            if scope.cancel_called or state.overran(timeout):  # it caught its cancellation
                 return func
-            state.running = None
-            self._record(func, time.perf_counter() - state.began, None, False)
+            seconds = time.perf_counter() - state.began
+            state.stop()
+            self._record(func, seconds, None, False)
         return None
 
     async def _await(self, awaitable: Awaitable[Any]) -> bool:
-        """Await ``awaitable`` within the timeout; ``True`` if it was cancelled for overrunning."""
+        """Await a hook's ``awaitable`` within the timeout; ``True`` if it was cancelled for
+        overrunning."""
         if self._timeout is None:
             await awaitable
             return False
@@ -361,14 +391,19 @@ class AnyioPhase:
             await awaitable
         return scope.cancel_called
 
-    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
+    async def _run_sync(
+        self, pending: list[Entry], then: list[Entry] | None
+    ) -> tuple[Callable[..., Any], Awaitable[Any], contextvars.Context] | None:
+        """Run the sync cleanups at the end of ``pending`` (then of ``then``) in one thread
+        hop, and report them; if the last one returned an awaitable, return it with the
+        cleanup and its context, for the caller to await as it awaits an async cleanup."""
         job = SyncJob(
             pending, then, describe_request(self._outcome.scope), self._reports is not None
         )
         done = anyio.Event()
         job.notify = partial(loop_caller(), done.set)
         self._config.pool.submit(job.run)
-        abandoned = None
+        abandoned = where = None
         timeout = self._timeout
         if timeout is None:
             await done.wait()
@@ -385,6 +420,7 @@ class AnyioPhase:
                     break
                 wait, abandoned = overdue
                 if abandoned is not None:
+                    where = job.where()
                     break
         for func, seconds, error in job.take_results():
             if error is None:
@@ -393,23 +429,13 @@ class AnyioPhase:
                 await self._failed(func, error, seconds)
         if abandoned is not None:
             seconds = time.monotonic() - job.started_at
-            await self._timed_out(abandoned[0], seconds, waiting=job.current is None)
-            return
+            await self._timed_out(abandoned[0], seconds, where, waiting=job.late is not None)
+            return None
         if job.fatal is not None:
             raise job.fatal
         if job.awaitable is not None and job.current is not None:
-            func = job.current[0]
-            began = job.started_at
-            try:
-                context = job.current[3]
-                timed_out = await self._await(run_in_context(as_coroutine(job.awaitable), context))
-            except Exception as exc:
-                await self._failed(func, exc, time.monotonic() - began)
-            else:
-                if timed_out:
-                    await self._timed_out(func, time.monotonic() - began)
-                else:
-                    self._record(func, time.monotonic() - began, None, False)
+            return job.current[0], job.awaitable, job.current[3]
+        return None
 
     def _record(
         self, func: Callable[..., Any], seconds: float, exc: BaseException | None, timed_out: bool
@@ -423,10 +449,15 @@ class AnyioPhase:
         self._record(func, seconds, exc, False)
 
     async def _timed_out(
-        self, func: Callable[..., Any], seconds: float, waiting: bool = False
+        self,
+        func: Callable[..., Any],
+        seconds: float,
+        where: types.TracebackType | None,
+        waiting: bool = False,
     ) -> None:
-        log_timeout(func, self._timeout, self._outcome.scope, waiting)
-        exc = TimeoutError(f"cleanup timed out after {self._timeout:g}s")
+        """Log and report ``func`` past its timeout; ``where`` it was then, if known."""
+        exc = timeout_error(self._timeout, where)
+        log_timeout(func, self._timeout, self._outcome.scope, exc, waiting)
         await self._report(func, exc)
         self._record(func, seconds, exc, True)
 
@@ -444,31 +475,68 @@ class AnyioPhase:
             log_hook_failure(role, hook, hook_exc, self._outcome.scope)
 
 
-class _Run:
-    """What the task running cleanups tells the task watching it."""
+class _Watched:
+    """The async cleanup running under a timeout, as the task watching it sees it."""
 
-    __slots__ = ("abandoned", "began", "done", "fatal", "running")
+    __slots__ = ("began", "coro", "expired", "running", "target", "where")
 
     def __init__(self) -> None:
         self.running: Callable[..., Any] | None = None  # the async cleanup running now
-        self.began = 0.0  # when it started (time.perf_counter())
+        self.began = 0.0  # when it started (perf_counter())
+        self.coro: Any = None  # what it runs in: its coroutine, or a driver (see Suspended)
+        self.target: anyio.CancelScope | trio.CancelScope | None = None  # the scope it runs in
+        self.expired = False  # its timeout came: it was cancelled
+        self.where: types.TracebackType | None = None  # where it was then
+
+    def expire(self) -> None:
+        """Note where the cleanup running is, then cancel it: its timeout."""
+        assert self.target is not None, "a cleanup is running"
+        self.where = suspended_traceback(self.coro)
+        self.expired = True
+        self.target.cancel()
+
+    def stop(self) -> None:
+        self.running = self.coro = self.target = None
+
+
+class _Run(_Watched):
+    """What the task running cleanups tells the task watching it."""
+
+    __slots__ = ("abandoned", "done", "fatal", "wake")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.abandoned = False
         self.fatal: BaseException | None = None
         self.done = anyio.Event()
+        self.wake = anyio.Event()  # for the watching task: a cleanup started, or all are done
+
+    def start(self, func: Callable[..., Any], target: anyio.CancelScope) -> None:
+        """``func`` starts in ``target``: the watching task looks at its timeout."""
+        self.running = func
+        self.began = time.perf_counter()
+        self.coro = None
+        self.target = target
+        self.expired = False
+        self.where = None
+        self.wake.set()
+
+    def overran(self, timeout: float | None) -> bool:
+        """Whether the cleanup running has reached its timeout."""
+        return timeout is not None and time.perf_counter() - self.began >= timeout
 
 
-class _Watch:
+class _Watch(_Watched):
     """What the request task running cleanups tells the system task watching them."""
 
     __slots__ = (
         "abandon_at",
         "abandoned",
-        "began",
+        "deadline",
         "done",
         "fatal",
         "finished",
         "pending",
-        "running",
         "scope",
         "then",
     )
@@ -476,8 +544,8 @@ class _Watch:
     def __init__(self) -> None:
         import trio
 
-        self.running: Callable[..., Any] | None = None  # the suspended cleanup running now
-        self.began = 0.0  # when it started (perf_counter())
+        super().__init__()
+        self.deadline = math.inf  # when to cancel the cleanup (trio.current_time())
         self.abandon_at = math.inf  # when to leave it behind (trio.current_time())
         self.pending: list[Entry] = []
         self.then: list[Entry] | None = None
@@ -491,19 +559,36 @@ class _Watch:
         self,
         func: Callable[..., Any],
         began: float,
-        abandon_at: float,
+        deadline: float,
+        coro: Any,
+        target: "trio.CancelScope",
         pending: list[Entry],
         then: list[Entry] | None,
     ) -> None:
+        """Watch ``func``, suspended in ``coro`` inside ``target``, from now on."""
         self.running = func
         self.began = began
-        self.abandon_at = abandon_at
+        self.deadline = deadline
+        self.abandon_at = deadline + ABANDON_GRACE
+        self.coro = coro
+        self.target = target
+        self.expired = False
+        self.where = None
         self.pending = pending
         self.then = then
-        self.scope.deadline = abandon_at
+        self.scope.deadline = deadline
+
+    def wake_at(self) -> float:
+        return self.abandon_at if self.expired else self.deadline
+
+    def overdue(self) -> bool:
+        """Whether the cleanup watched has reached its deadline."""
+        import trio
+
+        return trio.current_time() >= self.deadline
 
     def stop(self) -> None:
         """The suspended cleanup is over: nothing to watch until the next one (the watcher
         would otherwise wake at its stale abandon time over and over)."""
-        self.running = None
-        self.abandon_at = math.inf
+        super().stop()
+        self.deadline = self.abandon_at = math.inf

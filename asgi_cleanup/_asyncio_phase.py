@@ -35,6 +35,8 @@ from ._calls import (
     log_phase,
     log_timeout,
     run_in_context,
+    suspended_traceback,
+    timeout_error,
 )
 from ._describe import describe_request
 from ._sync_jobs import SyncJob
@@ -46,7 +48,13 @@ ABANDON_GRACE = 1.0
 # Idle worker tasks kept per event loop; more are made when needed, and end after their job.
 MAX_IDLE_WORKERS = 32
 
-_TIMED_OUT: Any = object()
+
+class _TimedOut(NamedTuple):
+    """What a cleanup past its timeout gives: ``where`` it was then, if known."""
+
+    where: types.TracebackType | None
+
+
 _FunctionType = types.FunctionType
 # asyncio.current_task() is written in Python on 3.11 (in C from 3.12): there, read the dict
 # it reads, which _enter_task() and _leave_task() keep.
@@ -82,12 +90,13 @@ _LOOP_CLOSING: Any = object()
 class _Completion:
     """A one-shot signal, set on the event loop; waiting for it survives cancellation."""
 
-    __slots__ = ("finished", "value", "waiter")
+    __slots__ = ("finished", "value", "waiter", "where")
 
     def __init__(self) -> None:
         self.finished = False
         self.value: Any = None
         self.waiter: Future[None] | None = None
+        self.where: types.TracebackType | None = None  # a suspended cleanup's, at its deadline
 
     def set(self, value: Any = None) -> None:
         if not self.finished:
@@ -176,6 +185,7 @@ class _Worker:
 
     async def _serve(self) -> None:
         task = self.task
+        loop = self.pool.loop
         while True:
             inbox = self.inbox
             cancel: CancelledError | None = None
@@ -197,12 +207,21 @@ class _Worker:
             if cancel is not None and isinstance(yielded, Future):
                 yielded.cancel()  # as Task.cancel() does with what the task waits on
                 cancel = None
-            timeout = asyncio.timeout_at(deadline)
+            # Expired by our timer, which first notes where the cleanup is, before the
+            # cancellation unwinds it.
+            timeout = asyncio.timeout_at(None)
             try:
                 async with timeout:
-                    await run_in_context(coro, context, yielded, cancel)
+                    expiry = None
+                    if deadline is not None:
+                        expiry = loop.call_at(deadline, _expire, timeout, deadline, coro, done)
+                    try:
+                        await run_in_context(coro, context, yielded, cancel)
+                    finally:
+                        if expiry is not None:
+                            expiry.cancel()
             except TimeoutError as exc:
-                done.set(_TIMED_OUT if timeout.expired() else exc)
+                done.set(_TimedOut(done.where) if timeout.expired() else exc)
             except CancelledError as exc:
                 if task.cancelling():
                     done.set(_LOOP_CLOSING)
@@ -213,7 +232,7 @@ class _Worker:
                 done.set(exc)
             else:
                 # A cleanup that caught its timeout's cancellation and returned still overran.
-                done.set(_TIMED_OUT if timeout.expired() else None)
+                done.set(_TimedOut(done.where) if timeout.expired() else None)
             if len(self.pool.idle) >= MAX_IDLE_WORKERS:
                 return
             self.pool.idle.append(self)
@@ -425,7 +444,7 @@ class AsyncioPhase:
         report a failure, and record it for ``on_complete``."""
         if type(result) is _Suspended:
             result = await self._finish(result)
-        timed_out = result is _TIMED_OUT
+        timed_out = type(result) is _TimedOut
         if result is not None:
             result = await self._report(func, result)
         if self._reports is not None:
@@ -434,7 +453,7 @@ class AsyncioPhase:
 
     async def _await(self, awaitable: Awaitable[Any], context: contextvars.Context) -> Any:
         """Await ``awaitable`` in ``context``; ``None``, or the exception it raised, or
-        ``_TIMED_OUT``."""
+        a ``_TimedOut``."""
         result = step_awaitable(self._loop, self._task, self._workers, context, awaitable)
         if type(result) is _Suspended:
             return await self._finish(result)
@@ -454,7 +473,7 @@ class AsyncioPhase:
         if timeout is None:
             await self._wait(done, None)
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
-            return _TIMED_OUT  # it did not stop when cancelled: left behind
+            return _TimedOut(done.where)  # it did not stop when cancelled: left behind
         value = done.value
         if value is _LOOP_CLOSING:
             return CancelledError("the event loop cancelled the cleanup: it is shutting down")
@@ -499,7 +518,7 @@ class AsyncioPhase:
         done = _Completion()
         job.notify = partial(self._loop.call_soon_threadsafe, done.set)
         self._config.pool.submit(job.run)
-        abandoned = None
+        abandoned = where = None
         timeout = self._config.timeout
         if timeout is None:
             await self._wait(done, None)
@@ -511,6 +530,7 @@ class AsyncioPhase:
                     break
                 if overdue[1] is not None:
                     abandoned = overdue[1]
+                    where = job.where()
                     break
         reports = self._reports
         for func, seconds, error in job.take_results():
@@ -519,9 +539,9 @@ class AsyncioPhase:
                 reports.append(CleanupReport(func, seconds, reported, False))
         if abandoned is not None:
             seconds = time.monotonic() - job.started_at
-            timeout_error = await self._report(abandoned[0], _TIMED_OUT, job.current is None)
+            reported = await self._report(abandoned[0], _TimedOut(where), job.late is not None)
             if reports is not None:
-                reports.append(CleanupReport(abandoned[0], seconds, timeout_error, True))
+                reports.append(CleanupReport(abandoned[0], seconds, reported, True))
             return
         if job.fatal is not None:
             raise job.fatal
@@ -529,7 +549,7 @@ class AsyncioPhase:
             func = job.current[0]
             began = job.started_at
             result = await self._await(job.awaitable, job.current[3])
-            timed_out = result is _TIMED_OUT
+            timed_out = type(result) is _TimedOut
             if result is not None:
                 result = await self._report(func, result)
             if reports is not None:
@@ -542,9 +562,10 @@ class AsyncioPhase:
         """Log a failure or timeout, call ``on_error``; return the exception reported."""
         scope = self._outcome.scope
         timeout = self._config.timeout
-        if result is _TIMED_OUT:
-            log_timeout(func, timeout, scope, waiting)
-            exc: BaseException = TimeoutError(f"cleanup timed out after {timeout:g}s")
+        if type(result) is _TimedOut:
+            timed_out = timeout_error(timeout, result.where)
+            log_timeout(func, timeout, scope, timed_out, waiting)
+            exc: BaseException = timed_out
         else:
             log_failure(func, result, scope)
             exc = result
@@ -569,10 +590,18 @@ class AsyncioPhase:
             return
         if result is not None and hasattr(result, "__await__"):
             outcome = await self._await(result, contextvars.copy_context())
-            if outcome is _TIMED_OUT:
+            if type(outcome) is _TimedOut:
+                where = outcome.where
                 outcome = TimeoutError(f"hook timed out after {self._config.timeout:g}s")
+                outcome.with_traceback(where)
             if outcome is not None:
                 log_hook_failure(role, hook, outcome, scope)
+
+
+def _expire(timeout: asyncio.Timeout, deadline: float, coro: Any, done: _Completion) -> None:
+    """A suspended cleanup's deadline: note where it is, then let ``timeout`` cancel it."""
+    done.where = suspended_traceback(coro)
+    timeout.reschedule(deadline)  # at once, or when the loop's clock reaches it
 
 
 def _wake(waiter: Future[None]) -> None:

@@ -5,7 +5,7 @@ import functools
 import inspect
 import logging
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
 from ._describe import describe_callable, describe_request
@@ -117,15 +117,55 @@ def log_failure(func: Callable[..., Any], exc: BaseException, scope: Scope) -> N
     )
 
 
+def timeout_error(timeout: float | None, where: types.TracebackType | None) -> TimeoutError:
+    """The ``TimeoutError`` of a cleanup past its timeout, with ``where`` it was then (see
+    ``frames_traceback``) as its traceback."""
+    return TimeoutError(f"cleanup timed out after {timeout:g}s").with_traceback(where)
+
+
+def frames_traceback(frames: Iterable[types.FrameType]) -> types.TracebackType | None:
+    """A traceback through ``frames`` (outermost first) at the lines they are at now."""
+    tb = None
+    for frame in reversed(list(frames)):
+        tb = types.TracebackType(tb, frame, frame.f_lasti, frame.f_lineno or 0)
+    return tb
+
+
+def suspended_traceback(awaitable: Any) -> types.TracebackType | None:
+    """Where a suspended coroutine (or generator) is: its frame and those of the coroutines
+    and generators it awaits, down to the innermost; ``None`` if it has no frame (it has not
+    started, or it has finished)."""
+    frames = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None)
+        if frame is not None:
+            awaitable = awaitable.cr_await
+        else:
+            frame = getattr(awaitable, "gi_frame", None)
+            if frame is None:
+                break
+            awaitable = awaitable.gi_yieldfrom
+        frames.append(frame)
+    return frames_traceback(frames)
+
+
 def log_timeout(
-    func: Callable[..., Any], timeout: float | None, scope: Scope, waiting: bool = False
+    func: Callable[..., Any],
+    timeout: float | None,
+    scope: Scope,
+    exc: TimeoutError,
+    waiting: bool = False,
 ) -> None:
+    """The ERROR record of a cleanup past its timeout, with ``exc`` (see ``timeout_error``):
+    abandoned, or (``waiting``) given up waiting for a worker thread, to run when one is free."""
     logger.error(
-        "Cleanup %s timed out after %gs %s for %s",
+        "Cleanup %s timed out after %gs %s for %s%s",
         describe_callable(func),
         timeout,
         "waiting for a free worker thread" if waiting else "and was abandoned",
         describe_request(scope),
+        "; it runs when one is free" if waiting else "",
+        exc_info=exc,
     )
 
 

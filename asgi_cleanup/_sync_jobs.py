@@ -3,12 +3,14 @@
 import contextlib
 import inspect
 import logging
+import sys
 import threading
 import time
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._calls import is_async_callable
+from ._calls import frames_traceback, is_async_callable
 from ._describe import describe_callable
 from .registry import Entry
 
@@ -21,8 +23,11 @@ class SyncJob:
     The thread pops each entry just before running it, so every entry is run once, by the
     thread or later by the event loop. Results are collected for the event loop to report.
     The event loop may abandon the job when the running cleanup overruns its timeout; the
-    thread then starts nothing more, and logs a later failure of that cleanup itself. A
-    cleanup returning an awaitable ends the job: the event loop awaits it.
+    thread then starts nothing more, and logs a later failure of that cleanup itself. When
+    no thread was free within the timeout, the event loop gives up waiting for the next
+    cleanup (``late``): the thread, once it gets to the job, runs that one alone, in its own
+    context, and logs its failure likewise. A cleanup returning an awaitable ends the job:
+    the event loop awaits it (one run late cannot have it awaited: it is closed, and logged).
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class SyncJob:
         self.started_at = time.monotonic()
         self.lock = threading.Lock()
         self.abandoned = False
+        self.late: Entry | None = None  # given up before a thread was free: runs when one is
         self.finished = False
         self.awaitable: Awaitable[Any] | None = None
         self.fatal: BaseException | None = None
@@ -62,7 +68,8 @@ class SyncJob:
 
     def overdue(self, timeout: float) -> tuple[float, Entry | None] | None:
         """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
-        the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished)."""
+        the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished).
+        If no thread had started the job, that cleanup becomes ``late``: the thread runs it."""
         with self.lock:
             if self.finished:
                 return None
@@ -72,10 +79,26 @@ class SyncJob:
             self.abandoned = True
             if self.current is not None:
                 return 0, self.current
-            # No thread was free in time: the next cleanup is given up unrun.
             source = self._source()
             assert source is not None, "a job waiting for a thread has cleanups to run"
-            return 0, source.pop()
+            self.late = source.pop()
+            return 0, self.late
+
+    def where(self) -> types.TracebackType | None:
+        """Where the thread running this job is now, from ``_run`` inwards; ``None`` for a
+        cleanup given up before a thread ran it (``late``), or if no thread runs the job."""
+        if self.late is not None:
+            return None
+        # Found by looking, not recorded by the thread: only a timeout pays for it.
+        for innermost in sys._current_frames().values():
+            frames: list[types.FrameType] = []
+            frame: types.FrameType | None = innermost
+            while frame is not None:
+                frames.append(frame)
+                if frame.f_code is _RUN_CODE and frame.f_locals.get("self") is self:
+                    return frames_traceback(reversed(frames))
+                frame = frame.f_back
+        return None
 
     def run(self) -> None:
         try:
@@ -91,6 +114,7 @@ class SyncJob:
         lock = self.lock
         # What the cleanup just run gave, recorded with the next pop under one lock.
         done: tuple[Callable[..., Any], float, Exception | None] | None = None
+        late = False
         while True:
             with lock:
                 if done is not None:
@@ -98,19 +122,34 @@ class SyncJob:
                         break
                     self._results.append(done)
                     done = None
-                source = self._source()
-                if self.abandoned or source is None or is_async_callable(source[-1][0]):
-                    return
-                self.current = func, args, kwargs, context = source.pop()
-                self.started_at = began = time.monotonic()
+                if self.abandoned:
+                    if self.current is not None or self.late is None:
+                        return
+                    self.current = self.late
+                    late = True
+                else:
+                    source = self._source()
+                    if source is None or is_async_callable(source[-1][0]):
+                        return
+                    self.current = source.pop()
+                    self.started_at = time.monotonic()
+                func, args, kwargs, context = self.current
+                began = time.monotonic()
             try:
                 # Unpacking an empty kwargs still builds a dict: most cleanups have none.
                 result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
             except Exception as exc:
                 done = (func, time.monotonic() - began, exc)
+                if late:
+                    break
                 continue
             if result is not None and inspect.isawaitable(result):
+                if late:
+                    self._drop(func, result)
+                    return
                 self.awaitable = result  # the event loop awaits it, and reports the cleanup
+                return
+            if late:
                 return
             if self.record_successes:
                 done = (func, time.monotonic() - began, None)
@@ -121,6 +160,19 @@ class SyncJob:
                 self._request,
                 exc_info=done[2],
             )
+
+    def _drop(self, func: Callable[..., Any], awaitable: Awaitable[Any]) -> None:
+        logger.error(
+            "Cleanup %s returned an awaitable after it was abandoned for %s; it is not awaited",
+            describe_callable(func),
+            self._request,
+        )
+        close = getattr(awaitable, "close", None)
+        if callable(close):  # a coroutine: not awaited, and not warned about as never awaited
+            close()
+
+
+_RUN_CODE = SyncJob._run.__code__
 
 
 def _noop() -> None:

@@ -37,6 +37,12 @@ def record_reports(reports: Any, outcome: Any) -> None:
     CALLS.append(("reports", reports))
 
 
+async def stuck_directive(outcome: Any) -> None:
+    import anyio
+
+    await anyio.sleep(10)
+
+
 class Pool:
     """A handler reached as a bound method (``pool.close``) or a classmethod (``Pool.drain``):
     every attribute lookup makes a fresh method object."""

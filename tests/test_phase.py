@@ -1,3 +1,4 @@
+import contextvars
 import functools
 import logging
 import threading
@@ -21,6 +22,16 @@ def app_registering(*cleanups: tuple[Any, ...]) -> Any:
             scope["cleanup"].register(func, *args)
         for message in respond():
             await send(message)
+
+    return app
+
+
+def app_registering_for(paths: dict[str, list[tuple[Any, ...]]]) -> Any:
+    """An app that registers each ``(func, *args)`` listed for the request's path, then sends
+    a complete 200 response."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await app_registering(*paths[scope["path"]])(scope, receive, send)
 
     return app
 
@@ -288,18 +299,16 @@ async def test_abandoned_sync_cleanup_keeps_its_thread_slot_until_it_returns(
 ) -> None:
     release = threading.Event()
     started: list[float] = []
+    quick_ran = threading.Event()
 
     def blocking() -> None:
         release.wait(5)
 
     def quick() -> None:
         started.append(time.monotonic())
+        quick_ran.set()
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["cleanup"].register(blocking if scope["path"] == "/blocking" else quick)
-        for message in respond():
-            await send(message)
-
+    app = app_registering_for({"/blocking": [(blocking,)], "/quick": [(quick,)]})
     middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1)
     try:
         await call(middleware, http_scope("/blocking"))  # abandons `blocking` in its thread
@@ -307,12 +316,83 @@ async def test_abandoned_sync_cleanup_keeps_its_thread_slot_until_it_returns(
         await call(middleware, http_scope("/quick"))
         assert started == []
         messages = [r.getMessage() for r in caplog.records]
-        assert any("quick timed out" in m and "waiting for a free worker" in m for m in messages)
+        assert any(
+            "quick timed out after 0.1s waiting for a free worker thread" in m
+            and "it runs when one is free" in m
+            for m in messages
+        ), messages
+        released_at = time.monotonic()
         release.set()
-        with anyio.fail_after(5):
-            while not started:
-                await call(middleware, http_scope("/quick"))
+        # Given up by the phase, it still runs once, as soon as the thread is free.
+        assert await anyio.to_thread.run_sync(quick_ran.wait, 5)
         assert len(started) == 1
+        assert started[0] >= released_at
+    finally:
+        release.set()
+
+
+@pytest.mark.anyio
+async def test_sync_cleanup_given_up_waiting_for_a_thread_runs_once_when_one_is_free(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    all_ran = threading.Event()
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="none")
+    reported: list[tuple[str, type[BaseException]]] = []
+
+    def blocking() -> None:
+        release.wait(5)
+
+    def late(name: str) -> None:
+        ran.append(f"{name} in {marker.get()}")
+        if name == "failing":
+            raise ValueError("late failure")
+        if name == "second":
+            all_ran.set()
+
+    async def on_loop() -> None:
+        ran.append("async, with the phase")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/blocking":
+            scope["cleanup"].register(blocking)
+        else:
+            marker.set(scope["path"])
+            scope["cleanup"].register(late, "second")
+            scope["cleanup"].register(on_loop)
+            scope["cleanup"].register(late, "failing")
+            scope["cleanup"].register(late, "first")
+        for message in respond():
+            await send(message)
+
+    def on_error(cleanup: Any, exc: BaseException, outcome: Any) -> None:
+        reported.append((getattr(cleanup, "__name__", ""), type(exc)))
+
+    middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1, on_error=on_error)
+    try:
+        await call(middleware, http_scope("/blocking"))  # its thread stays taken
+        reported.clear()
+        with anyio.fail_after(2):  # three waits of 0.1 s: the phase is bounded by its timeouts
+            await call(middleware, http_scope("/late"))
+        # The phase went on past each sync cleanup it gave up waiting for, in order.
+        assert ran == ["async, with the phase"]
+        assert reported == [("late", TimeoutError)] * 3
+        release.set()
+        assert await anyio.to_thread.run_sync(all_ran.wait, 5)
+        await anyio.sleep(0.05)  # nothing more runs
+        assert ran == [
+            "async, with the phase",
+            "first in /late",
+            "failing in /late",
+            "second in /late",
+        ]
+        failures = [r for r in caplog.records if "failed after it was abandoned" in r.getMessage()]
+        assert len(failures) == 1
+        assert "late" in failures[0].getMessage()
+        assert failures[0].exc_info is not None
+        assert isinstance(failures[0].exc_info[1], ValueError)
+        assert reported == [("late", TimeoutError)] * 3  # no second report for the failure
     finally:
         release.set()
 
@@ -328,3 +408,45 @@ async def test_keyboard_interrupt_from_a_cleanup_is_not_swallowed() -> None:
     for cleanup in (interrupting, async_interrupting):
         with pytest.raises(KeyboardInterrupt):
             await call(CleanupMiddleware(app_registering((cleanup,))))
+
+
+@pytest.mark.anyio
+async def test_awaitable_from_a_sync_cleanup_run_late_is_closed_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    closed = threading.Event()
+
+    def blocking() -> None:
+        release.wait(5)
+
+    async def never_awaited() -> None:
+        raise AssertionError("a late cleanup's awaitable is not awaited")
+
+    def returns_awaitable() -> Any:
+        coro = never_awaited()
+        original_close = coro.close
+
+        class Closing:
+            def __await__(self) -> Any:
+                return coro.__await__()
+
+            def close(self) -> None:
+                original_close()
+                closed.set()
+
+        return Closing()
+
+    app = app_registering_for({"/blocking": [(blocking,)], "/late": [(returns_awaitable,)]})
+    middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1)
+    try:
+        await call(middleware, http_scope("/blocking"))
+        await call(middleware, http_scope("/late"))
+        release.set()
+        assert await anyio.to_thread.run_sync(closed.wait, 5)
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(
+            "returns_awaitable returned an awaitable after it was abandoned" in m for m in messages
+        ), messages
+    finally:
+        release.set()
