@@ -414,7 +414,7 @@ class AnyioPhase:
                     await done.wait()
                 if done.is_set():
                     break
-                overdue = job.overdue(timeout)
+                overdue = job.overdue(timeout, self._config.pool)
                 if overdue is None:
                     await done.wait()
                     break

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._calls import frames_traceback, is_async_callable
 from ._describe import describe_callable
+from ._threads import WorkerPool
 from .registry import Entry
 
 logger = logging.getLogger("asgi_cleanup")
@@ -28,6 +29,7 @@ class SyncJob:
     cleanup (``late``): the thread, once it gets to the job, runs that one alone, in its own
     context, and logs its failure likewise. A cleanup returning an awaitable ends the job:
     the event loop awaits it (one run late cannot have it awaited: it is closed, and logged).
+    An abandoned job is counted in the worker pool until it ends, for ``drain()`` to wait for.
     """
 
     def __init__(
@@ -66,10 +68,11 @@ class SyncJob:
             results, self._results = self._results, []
             return results
 
-    def overdue(self, timeout: float) -> tuple[float, Entry | None] | None:
+    def overdue(self, timeout: float, pool: WorkerPool) -> tuple[float, Entry | None] | None:
         """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
         the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished).
-        If no thread had started the job, that cleanup becomes ``late``: the thread runs it."""
+        If no thread had started the job, that cleanup becomes ``late``: the thread runs it.
+        An abandoned job is counted as left behind in ``pool`` until it ends."""
         with self.lock:
             if self.finished:
                 return None
@@ -77,6 +80,9 @@ class SyncJob:
             if left > 0:
                 return left, None
             self.abandoned = True
+            # Nobody waits for the job's end now but drain() and the lifespan shutdown: under
+            # the lock, so that run() (which sets finished under it) calls this in its place.
+            self.notify = pool.leave_behind()
             if self.current is not None:
                 return 0, self.current
             source = self._source()

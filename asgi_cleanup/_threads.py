@@ -4,14 +4,22 @@ Daemon threads, so a cleanup that never returns cannot keep the process from exi
 worker threads are not daemons). At most ``limit`` threads exist, which is what bounds how many
 sync cleanups run at once: a cleanup abandoned after its timeout keeps its thread, and so its
 place, until it returns.
+
+Jobs whose phase stopped waiting for them (abandoned, or given up before a thread was free)
+are counted until they end, so that ``drain()`` and the lifespan shutdown can wait for them
+too; the jobs a phase waits for to the end are not, and cost nothing more.
 """
 
 import asyncio
+import contextlib
 import os
 import queue
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+import anyio
 
 
 class WorkerPool:
@@ -25,6 +33,8 @@ class WorkerPool:
         self._threads = 0
         self._idle = 0
         self._queued = 0  # jobs waiting for a thread, when every thread is busy
+        self._left_behind = 0  # jobs queued or running that no phase waits for any more
+        self._wakeups: list[Callable[[], Any]] = []  # of wait_left_behind(), when none is left
         self._pid = os.getpid()
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -33,7 +43,8 @@ class WorkerPool:
             if self._pid != os.getpid():
                 # A forked child inherits the counters but not the threads.
                 self._jobs = queue.SimpleQueue()
-                self._threads = self._idle = self._queued = 0
+                self._threads = self._idle = self._queued = self._left_behind = 0
+                self._wakeups = []
                 self._pid = os.getpid()
             if self._idle:
                 self._idle -= 1
@@ -54,6 +65,45 @@ class WorkerPool:
                     self._queued -= 1
                 else:
                     self._idle += 1
+
+    @property
+    def left_behind(self) -> int:
+        """Jobs queued or running that their phase stopped waiting for."""
+        with self._lock:
+            return self._left_behind if self._pid == os.getpid() else 0
+
+    def leave_behind(self) -> Callable[[], None]:
+        """Count one more job left behind by its phase; the job calls what this returns, from
+        its thread, once it has ended (or has been cut short by ``BaseException``)."""
+        with self._lock:
+            self._left_behind += 1
+        return self._left_ended
+
+    def _left_ended(self) -> None:
+        with self._lock:
+            self._left_behind -= 1
+            if self._left_behind:
+                return
+            wakeups, self._wakeups = self._wakeups, []
+        for wake in wakeups:
+            with contextlib.suppress(Exception):  # that event loop is gone: nobody waits
+                wake()
+
+    async def wait_left_behind(self) -> None:
+        """Wait, without blocking the event loop, until no job left behind is queued or
+        running; the thread ending the last one wakes the loop with its thread-safe call."""
+        while True:
+            done = anyio.Event()
+            wake = partial(loop_caller(), done.set)
+            with self._lock:
+                if not self._left_behind or self._pid != os.getpid():
+                    return
+                self._wakeups.append(wake)
+            try:
+                await done.wait()
+            finally:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._wakeups.remove(wake)
 
 
 def loop_caller() -> Callable[..., Any]:

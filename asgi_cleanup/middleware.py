@@ -92,9 +92,8 @@ class CleanupMiddleware:
         self.on_complete: CompleteHook | None = validate_hook(
             "on_complete", option("on_complete", on_complete, None)
         )
-        self._runner = CleanupRunner(
-            self.timeout, WorkerPool(self.thread_limit), self.on_error, self.on_complete
-        )
+        self._pool = WorkerPool(self.thread_limit)
+        self._runner = CleanupRunner(self.timeout, self._pool, self.on_error, self.on_complete)
         self._scheduler = PhaseScheduler()
         # Whether a server has sent a lifespan scope: daphne never does.
         self._lifespan_seen = False
@@ -205,21 +204,36 @@ class CleanupMiddleware:
         scheduler.finished(number)
 
     async def drain(self) -> None:
-        """Wait until every cleanup phase running or pending has finished.
+        """Wait until every cleanup phase running or pending has finished, and every sync
+        cleanup a phase left behind in a worker thread (abandoned at its timeout, or given up
+        waiting for a thread and still to run) has returned.
 
         For tests and embedding code; bound it with ``anyio.fail_after`` or
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
         ``shutdown_timeout``.
         """
-        await self._scheduler.drain()
+        scheduler = self._scheduler
+        while True:
+            await scheduler.drain()
+            # A phase left its sync cleanups behind before it finished: they come after it.
+            await self._pool.wait_left_behind()
+            if not scheduler.active:
+                return
 
     async def _drain_for_shutdown(self) -> None:
+        """``drain()`` within ``shutdown_timeout``; then shutdown goes on, with a WARNING if
+        anything was still running (a sync cleanup left in its daemon thread is cut off when
+        the process exits)."""
         with anyio.move_on_after(self.shutdown_timeout):
-            await self._scheduler.drain()
-        if self._scheduler.active:
+            await self.drain()
+        phases = self._scheduler.active
+        threads = self._pool.left_behind
+        if phases or threads:
             logger.warning(
-                "Shutting down with %d cleanup phase(s) still running after %gs",
-                self._scheduler.active,
+                "Shutting down with %d cleanup phase(s) still running and %d sync cleanup(s)"
+                " still in worker threads after %gs",
+                phases,
+                threads,
                 self.shutdown_timeout,
             )
 
