@@ -496,7 +496,8 @@ class _Watched:
         self.target.cancel()
 
     def stop(self) -> None:
-        self.running = self.coro = self.target = None
+        """Nothing runs under watch now; let go of it, and of where it was (its frames)."""
+        self.running = self.coro = self.target = self.where = None
 
 
 class _Run(_Watched):

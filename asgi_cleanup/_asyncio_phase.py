@@ -210,9 +210,9 @@ class _Worker:
             # Expired by our timer, which first notes where the cleanup is, before the
             # cancellation unwinds it.
             timeout = asyncio.timeout_at(None)
+            expiry = None
             try:
                 async with timeout:
-                    expiry = None
                     if deadline is not None:
                         expiry = loop.call_at(deadline, _expire, timeout, deadline, coro, done)
                     try:
@@ -233,6 +233,9 @@ class _Worker:
             else:
                 # A cleanup that caught its timeout's cancellation and returned still overran.
                 done.set(_TimedOut(done.where) if timeout.expired() else None)
+            # An idle worker must not keep the last cleanup (its frames, through a timeout's
+            # traceback, hold the cleanup's locals) alive until its next job.
+            del job, coro, yielded, context, done, timeout, expiry
             if len(self.pool.idle) >= MAX_IDLE_WORKERS:
                 return
             self.pool.idle.append(self)

@@ -19,6 +19,8 @@ ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
 Directive = Callable[[Outcome], Any]
 
 _CO_COROUTINE = inspect.CO_COROUTINE
+# Frames a timeout's traceback follows at most: deeper chains are cut there.
+_MAX_DEPTH = 100
 _FIRST: Any = object()
 
 
@@ -133,20 +135,25 @@ def frames_traceback(frames: Iterable[types.FrameType]) -> types.TracebackType |
 
 def suspended_traceback(awaitable: Any) -> types.TracebackType | None:
     """Where a suspended coroutine (or generator) is: its frame and those of the coroutines
-    and generators it awaits, down to the innermost; ``None`` if it has no frame (it has not
-    started, or it has finished)."""
-    frames = []
-    while awaitable is not None:
-        frame = getattr(awaitable, "cr_frame", None)
-        if frame is not None:
-            awaitable = awaitable.cr_await
-        else:
-            frame = getattr(awaitable, "gi_frame", None)
-            if frame is None:
+    and generators it awaits, down to the innermost (at most ``_MAX_DEPTH``); ``None`` if it
+    has no frame (it has not started, or it has finished). Awaitables of other kinds end the
+    chain; this never raises, as a timeout must go on to cancel the cleanup whatever it is."""
+    frames: list[types.FrameType] = []
+    try:
+        while len(frames) < _MAX_DEPTH:
+            kind = type(awaitable)
+            if kind is types.CoroutineType:
+                frame, awaitable = awaitable.cr_frame, awaitable.cr_await
+            elif kind is types.GeneratorType:
+                frame, awaitable = awaitable.gi_frame, awaitable.gi_yieldfrom
+            else:
                 break
-            awaitable = awaitable.gi_yieldfrom
-        frames.append(frame)
-    return frames_traceback(frames)
+            if type(frame) is not types.FrameType:
+                break
+            frames.append(frame)
+        return frames_traceback(frames)
+    except Exception:
+        return None
 
 
 def log_timeout(

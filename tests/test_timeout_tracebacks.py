@@ -180,3 +180,64 @@ async def test_sync_cleanup_returning_an_awaitable_that_times_out_has_its_traceb
 
     [record] = timeout_records(caplog)
     assert "in hanging_cleanup" in formatted(record)
+
+
+class Marker:
+    """A cleanup's local, to see whether anything keeps the cleanup's frames alive."""
+
+
+async def test_a_timed_out_cleanup_is_freed_once_its_phase_is_over() -> None:
+    import gc
+    import weakref
+
+    markers: list[weakref.ref[Marker]] = []
+
+    async def cleanup_holding_a_local() -> None:
+        marker = Marker()
+        markers.append(weakref.ref(marker))
+        await anyio.sleep(10)
+
+    middleware = CleanupMiddleware(app_registering(cleanup_holding_a_local), timeout=0.05)
+    # Not recorded: pytest keeps every log record, and the record's traceback its frames.
+    logging.disable(logging.CRITICAL)
+    try:
+        await call(middleware)
+        await middleware.drain()
+    finally:
+        logging.disable(logging.NOTSET)
+    await anyio.sleep(0.1)  # the tasks the phase woke run (trio: its watcher ends)
+    gc.collect()
+    [marker] = markers
+    assert marker() is None, gc.get_referrers(marker())
+
+
+async def test_a_timeout_cancels_a_cleanup_whose_awaits_cannot_be_followed() -> None:
+    class OddAwaitable:
+        """Its own iterator, claiming a generator's attributes with values that are not."""
+
+        gi_frame = "not a frame"
+        gi_yieldfrom = None
+
+        def __await__(self) -> Any:
+            return self
+
+        def __next__(self) -> None:
+            return None  # a bare yield: the event loop polls again
+
+        def send(self, value: Any) -> None:
+            return None
+
+        def throw(self, *exc_info: Any) -> None:
+            raise exc_info[0] if len(exc_info) == 1 else exc_info[1]
+
+    ended: list[str] = []
+
+    async def cleanup() -> None:
+        try:
+            await OddAwaitable()
+        finally:
+            ended.append("cancelled")
+
+    with anyio.fail_after(5):
+        await call(CleanupMiddleware(app_registering(cleanup), timeout=0.05))
+    assert ended == ["cancelled"]
