@@ -43,7 +43,7 @@ from ._describe import describe_request
 from ._sync_jobs import SyncJob
 from ._threads import loop_caller
 from .outcome import CleanupReport, Outcome
-from .registry import Entry
+from .registry import CleanupRegistry, Entry
 
 if TYPE_CHECKING:
     import trio
@@ -72,9 +72,10 @@ class AnyioPhase:
     """One request's cleanup phase. Failures and timeouts are logged and reported to the
     ``on_error`` hook; ``BaseException``s that are not ``Exception`` propagate."""
 
-    def __init__(self, outcome: Outcome, config: PhaseConfig) -> None:
+    def __init__(self, outcome: Outcome, config: PhaseConfig, registry: CleanupRegistry) -> None:
         self._outcome = outcome
         self._config = config
+        self._registry = registry
         self._timeout = config.timeout
         self._reports: list[CleanupReport] | None = [] if config.observing() else None
         self._watch: _Watch | None = None  # run_here's watcher, once a cleanup suspended
@@ -414,7 +415,7 @@ class AnyioPhase:
                     await done.wait()
                 if done.is_set():
                     break
-                overdue = job.overdue(timeout, self._config.pool)
+                overdue = job.overdue(timeout, self._config.pool, self._registry)
                 if overdue is None:
                     await done.wait()
                     break

@@ -527,7 +527,7 @@ class AsyncioPhase:
             await self._wait(done, None)
         else:
             while not await self._wait(done, job.started_at + timeout):
-                overdue = job.overdue(timeout, self._config.pool)
+                overdue = job.overdue(timeout, self._config.pool, self._registry)
                 if overdue is None:
                     await self._wait(done, None)
                     break

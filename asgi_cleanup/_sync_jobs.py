@@ -8,12 +8,13 @@ import threading
 import time
 import types
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from ._calls import frames_traceback, is_async_callable
 from ._describe import describe_callable
 from ._threads import WorkerPool
-from .registry import Entry
+from .registry import CleanupRegistry, Entry
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -68,11 +69,14 @@ class SyncJob:
             results, self._results = self._results, []
             return results
 
-    def overdue(self, timeout: float, pool: WorkerPool) -> tuple[float, Entry | None] | None:
+    def overdue(
+        self, timeout: float, pool: WorkerPool, registry: CleanupRegistry
+    ) -> tuple[float, Entry | None] | None:
         """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
         the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished).
         If no thread had started the job, that cleanup becomes ``late``: the thread runs it.
-        An abandoned job is counted as left behind in ``pool`` until it ends."""
+        An abandoned job is counted as left behind in ``pool`` until it ends, and ``registry``
+        keeps the request's outcome for it until then."""
         with self.lock:
             if self.finished:
                 return None
@@ -82,7 +86,7 @@ class SyncJob:
             self.abandoned = True
             # Nobody waits for the job's end now but drain() and the lifespan shutdown: under
             # the lock, so that run() (which sets finished under it) calls this in its place.
-            self.notify = pool.leave_behind()
+            self.notify = partial(_both, pool.leave_behind(), registry._leave_behind())
             if self.current is not None:
                 return 0, self.current
             source = self._source()
@@ -107,12 +111,25 @@ class SyncJob:
         return None
 
     def run(self) -> None:
+        fatal = None
         try:
             self._run()
         except BaseException as exc:  # re-raised on the event loop, not lost in this thread
-            self.fatal = exc
+            fatal = exc
         with self.lock:
+            self.fatal = fatal
             self.finished = True
+            abandoned = self.abandoned
+        if fatal is not None and abandoned:
+            # Nobody is left to raise it: the phase went on without this job.
+            logger.error(
+                "Cleanup %s raised %s after it was abandoned for %s; it cannot be re-raised",
+                describe_callable(self.current[0]) if self.current is not None else "?",
+                type(fatal).__name__,
+                self._request,
+                exc_info=fatal,
+            )
+            del fatal
         with contextlib.suppress(Exception):  # the event loop is gone: nobody waits any more
             self.notify()
 
@@ -179,6 +196,13 @@ class SyncJob:
 
 
 _RUN_CODE = SyncJob._run.__code__
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> None:
+    try:
+        first()
+    finally:
+        second()
 
 
 def _noop() -> None:

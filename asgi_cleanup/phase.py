@@ -103,7 +103,7 @@ class CleanupRunner:
         try:
             await self._run_phase(registry, entries, directives, carried)
         finally:
-            registry._finish()
+            registry._end_phase()
 
     async def _run_phase(
         self,
@@ -118,7 +118,7 @@ class CleanupRunner:
             # shielded scopes keep out (from a carried step's scopes too: see _trio_steps).
             outcome = registry.outcome
             assert outcome is not None
-            phase = AnyioPhase(outcome, self._config)
+            phase = AnyioPhase(outcome, self._config, registry)
             later: list[Entry] | None = None
             if directives:
                 # Directive cleanups run in the context as it was when the app finished.

@@ -82,6 +82,10 @@ class CleanupRegistry:
     # asked: on every message that would cost more than storing them.
     _first_message: Message | None = None
     _last_message: Message | None = None
+    # Sync cleanups the phase left running or queued in worker threads, which may still read
+    # the outcome; and whether the phase is over. The last of them lets go (see _end_phase).
+    _left_behind = 0
+    _phase_over = False
     # The client closed the websocket (its "websocket.disconnect" ends the exchange).
     _closed_by_client = False
     _disconnected = False
@@ -246,6 +250,30 @@ class CleanupRegistry:
         self._ended_with = None
         self._outcome_fields = None
         self._outcome = None
+
+    def _end_phase(self) -> None:
+        """The phase is over: ``_finish()`` now, or once the last sync cleanup it left in a
+        worker thread has ended (it may still read the outcome or the exception)."""
+        if self._left_behind:  # only the phase adds to it: 0 stays 0
+            with _lock:
+                self._phase_over = True
+                if self._left_behind:
+                    return
+        self._finish()
+
+    def _leave_behind(self) -> Callable[[], None]:
+        """The phase leaves a sync cleanup in a worker thread: keep the outcome for it; its
+        thread calls what this returns once it has ended."""
+        with _lock:
+            self._left_behind += 1
+        return self._left_ended
+
+    def _left_ended(self) -> None:
+        with _lock:
+            self._left_behind -= 1
+            if self._left_behind or not self._phase_over:
+                return
+        self._finish()
 
     async def _watched_send(self, message: Message) -> None:
         if self._first_message is None and message["type"] != "http.response.debug":

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from raw import call, http_scope, respond
+from raw import app_registering, call, http_scope, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Message, Receive, Scope, Send
@@ -153,3 +153,65 @@ async def test_lifespan_shutdown_goes_on_after_shutdown_timeout_with_sync_cleanu
     with anyio.fail_after(2):
         await middleware.drain()
     assert blocked.log == ["app sees shutdown", "blocking returned", "late ran"]
+
+
+class Transaction:
+    """A context manager whose exit commits after a success and rolls back after an error."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.log.append("rollback" if exc_type is not None else "commit")
+
+
+async def test_a_sync_cleanup_run_late_still_sees_how_the_request_ended() -> None:
+    blocked = Blocked()
+    seen: list[Any] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        registry = scope["cleanup"]
+        if scope["path"] == "/blocking":
+            registry.register(blocked.blocking)
+            for message in respond():
+                await send(message)
+            return
+        registry.register(lambda: seen.append(registry.outcome.exception))
+        registry.enter_context(Transaction(blocked.log))
+        raise LookupError("the request failed")
+
+    middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1)
+    with anyio.fail_after(5):
+        await call(middleware, http_scope("/blocking"))
+        with pytest.raises(LookupError):
+            await call(middleware, http_scope("/failing"))
+        await anyio.sleep(0.5)  # the phase gives up waiting for a thread for each, at 0.1 s
+        assert blocked.log == [], "nothing runs while the only thread is held"
+        blocked.release.set()
+        await middleware.drain()
+    assert blocked.log == ["blocking returned", "rollback"]
+    assert [type(exc) for exc in seen] == [LookupError]
+
+
+async def test_a_base_exception_from_an_abandoned_sync_cleanup_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+
+    def exits_the_process_late() -> None:
+        release.wait(5)
+        raise SystemExit(3)
+
+    middleware = CleanupMiddleware(app_registering(exits_the_process_late), timeout=0.1)
+    with anyio.fail_after(5):
+        await call(middleware)
+        release.set()
+        await middleware.drain()
+    [record] = [r for r in caplog.records if "cannot be re-raised" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "exits_the_process_late raised SystemExit after it was abandoned" in record.getMessage()
+    assert record.exc_info is not None
+    assert type(record.exc_info[1]) is SystemExit
