@@ -76,23 +76,15 @@ class PhaseScheduler:
         """On asyncio, wait until every phase running now has finished, at most ``bound``
         seconds, whatever cancellation the caller's task receives meanwhile (the caller
         holds one already, and delivers it afterwards)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         watcher = (set(self._running), done)
         if not watcher[0]:
             return
         self._watchers.append(watcher)
-        timer = None if bound is None else loop.call_later(bound, _set, done)
         try:
-            while not done.done():
-                try:
-                    await asyncio.shield(done)
-                except CancelledError:
-                    continue
+            await outlast_future(done, bound)
         finally:
             self._watchers.remove(watcher)
-            if timer is not None:
-                timer.cancel()
 
     async def _tracked(self, phase: Phase, number: int) -> None:
         try:
@@ -101,6 +93,21 @@ class PhaseScheduler:
             self.finished(number)
 
 
-def _set(done: asyncio.Future[None]) -> None:
+async def outlast_future(done: asyncio.Future[None], bound: float | None) -> None:
+    """On asyncio, wait until ``done`` is set, at most ``bound`` seconds, whatever cancellation
+    the caller's task receives meanwhile (the caller holds one already, and delivers it)."""
+    timer = None if bound is None else asyncio.get_running_loop().call_later(bound, set_once, done)
+    try:
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except CancelledError:
+                continue
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def set_once(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)

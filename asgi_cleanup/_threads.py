@@ -21,6 +21,8 @@ from typing import Any
 
 import anyio
 
+from ._scheduling import outlast_future, set_once
+
 
 class WorkerPool:
     """Runs jobs on at most ``limit`` daemon threads, queueing jobs while all are busy."""
@@ -104,6 +106,23 @@ class WorkerPool:
             finally:
                 with self._lock, contextlib.suppress(ValueError):
                     self._wakeups.remove(wake)
+
+    async def outlast_left_behind(self, bound: float | None) -> None:
+        """On asyncio, wait until no job left behind is queued or running, at most ``bound``
+        seconds, whatever cancellation the caller's task receives meanwhile (see
+        ``PhaseScheduler.outlast``, which daphne's shutdown needs this beside)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        wake = partial(loop.call_soon_threadsafe, set_once, done)
+        with self._lock:
+            if not self._left_behind or self._pid != os.getpid():
+                return
+            self._wakeups.append(wake)
+        try:
+            await outlast_future(done, bound)
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._wakeups.remove(wake)
 
 
 def loop_caller() -> Callable[..., Any]:

@@ -195,8 +195,14 @@ class CleanupMiddleware:
             if not self._lifespan_seen and anyio.current_effective_deadline() != -math.inf:
                 # Cancelled natively, not by an anyio scope, and with no lifespan: daphne
                 # shutting down. It cancels every request's task and waits only until the
-                # first of them ends, so each waits for the phases running now first.
-                await scheduler.outlast(self.shutdown_timeout)
+                # first of them ends, so each waits for the phases running now first, and
+                # for the sync cleanups phases left in worker threads.
+                bound = self.shutdown_timeout
+                started = perf_counter()
+                await scheduler.outlast(bound)
+                if bound is not None:
+                    bound = max(0.0, bound - (perf_counter() - started))
+                await self._pool.outlast_left_behind(bound)
             raise
         except BaseException:
             scheduler.finished(number)
