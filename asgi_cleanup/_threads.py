@@ -36,7 +36,7 @@ class WorkerPool:
         self._idle = 0
         self._queued = 0  # jobs waiting for a thread, when every thread is busy
         self._left_behind = 0  # jobs queued or running that no phase waits for any more
-        self._wakeups: list[Callable[[], Any]] = []  # of wait_left_behind(), when none is left
+        self._wakeups: list[Callable[[], Any]] = []  # called once none is left behind
         self._pid = os.getpid()
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -97,15 +97,12 @@ class WorkerPool:
         while True:
             done = anyio.Event()
             wake = partial(loop_caller(), done.set)
-            with self._lock:
-                if not self._left_behind or self._pid != os.getpid():
-                    return
-                self._wakeups.append(wake)
+            if not self._wake_when_none_left(wake):
+                return
             try:
                 await done.wait()
             finally:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._wakeups.remove(wake)
+                self._forget_wakeup(wake)
 
     async def outlast_left_behind(self, bound: float | None) -> None:
         """On asyncio, wait until no job left behind is queued or running, at most ``bound``
@@ -114,15 +111,25 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         wake = partial(loop.call_soon_threadsafe, set_once, done)
-        with self._lock:
-            if not self._left_behind or self._pid != os.getpid():
-                return
-            self._wakeups.append(wake)
+        if not self._wake_when_none_left(wake):
+            return
         try:
             await outlast_future(done, bound)
         finally:
-            with self._lock, contextlib.suppress(ValueError):
-                self._wakeups.remove(wake)
+            self._forget_wakeup(wake)
+
+    def _wake_when_none_left(self, wake: Callable[[], Any]) -> bool:
+        """Have the thread ending the last job left behind call ``wake()``; ``False`` (and no
+        call) if none is left now."""
+        with self._lock:
+            if not self._left_behind or self._pid != os.getpid():
+                return False
+            self._wakeups.append(wake)
+            return True
+
+    def _forget_wakeup(self, wake: Callable[[], Any]) -> None:
+        with self._lock, contextlib.suppress(ValueError):  # already called
+            self._wakeups.remove(wake)
 
 
 def loop_caller() -> Callable[..., Any]:
