@@ -48,9 +48,18 @@ async def test_registrations_racing_the_freeze_from_threads_either_run_once_or_w
 
     threads: list[threading.Thread] = []
 
+    def stop_after_late_registrations() -> None:
+        # Cleanups start only after the freeze, so of the registrations counted from here at
+        # most one per thread (one in flight each) began before it: wait for twice that.
+        start = sum(registered)
+        deadline = time.monotonic() + 2
+        while sum(registered) < start + 2 * len(registered) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        stop.set()
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         registry = scope["cleanup"]
-        registry.register(stop.set)  # runs last (LIFO): the threads go on past the freeze
+        registry.register(stop_after_late_registrations)  # runs last (LIFO)
 
         def hammer(slot: int) -> None:
             n = slot * 1_000_000
