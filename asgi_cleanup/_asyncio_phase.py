@@ -90,13 +90,14 @@ _LOOP_CLOSING: Any = object()
 class _Completion:
     """A one-shot signal, set on the event loop; waiting for it survives cancellation."""
 
-    __slots__ = ("finished", "value", "waiter", "where")
+    __slots__ = ("finished", "on_set", "value", "waiter", "where")
 
     def __init__(self) -> None:
         self.finished = False
         self.value: Any = None
         self.waiter: Future[None] | None = None
         self.where: types.TracebackType | None = None  # a suspended cleanup's, at its deadline
+        self.on_set: Callable[[], None] | None = None  # called once set, if nobody waits
 
     def set(self, value: Any = None) -> None:
         if not self.finished:
@@ -105,6 +106,8 @@ class _Completion:
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            if self.on_set is not None:
+                self.on_set()
 
 
 class _Suspended(NamedTuple):
@@ -476,7 +479,10 @@ class AsyncioPhase:
         if timeout is None:
             await self._wait(done, None)
         elif not await self._wait(done, started + timeout + ABANDON_GRACE):
-            return _TimedOut(done.where)  # it did not stop when cancelled: left behind
+            # It did not stop when cancelled: left behind in its worker task, where drain()
+            # and the lifespan shutdown wait for it.
+            done.on_set = self._config.scheduler.leave_behind()
+            return _TimedOut(done.where)
         value = done.value
         if value is _LOOP_CLOSING:
             return CancelledError("the event loop cancelled the cleanup: it is shutting down")

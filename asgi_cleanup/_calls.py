@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
 from ._describe import describe_callable, describe_request
+from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from ._types import Scope
 from .outcome import CleanupReport, Outcome
@@ -32,6 +33,7 @@ class PhaseConfig(NamedTuple):
 
     timeout: float | None
     pool: WorkerPool
+    scheduler: PhaseScheduler
     on_error: ErrorHook | None
     on_complete: CompleteHook | None = None
 

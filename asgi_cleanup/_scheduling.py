@@ -1,12 +1,13 @@
-"""The cleanup phases not yet finished, which ``drain()`` and the lifespan shutdown wait
-for; and the tasks of their own that phases run in when the app raised or left its response
-unfinished."""
+"""The cleanup phases not yet finished, and the async cleanups phases left behind, which
+``drain()`` and the lifespan shutdown wait for; and the tasks of their own that phases run in
+when the app raised or left its response unfinished."""
 
 import asyncio
 import contextvars
 import itertools
 from asyncio import CancelledError
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import anyio
@@ -15,9 +16,13 @@ Phase = Coroutine[Any, Any, None]
 
 
 class PhaseScheduler:
-    """Tracks the cleanup phases running or pending, and starts phases in tasks of their own."""
+    """Tracks the cleanup phases running or pending, and starts phases in tasks of their own.
 
-    __slots__ = ("_idle_events", "_numbers", "_running", "_tasks", "_watchers")
+    An async cleanup that a phase left behind (see ``leave_behind``) is tracked as one more
+    phase until it ends.
+    """
+
+    __slots__ = ("_idle_events", "_left_behind", "_numbers", "_running", "_tasks", "_watchers")
 
     def __init__(self) -> None:
         self._numbers = itertools.count()
@@ -26,11 +31,29 @@ class PhaseScheduler:
         # (phases still awaited, future set when none is left) of each outlast() call.
         self._watchers: list[tuple[set[int], asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._left_behind: set[int] = set()
 
     @property
     def active(self) -> int:
-        """Phases running or pending."""
+        """Phases running or pending, and async cleanups left behind."""
         return len(self._running)
+
+    @property
+    def left_behind(self) -> int:
+        """Async cleanups left behind that have not ended (counted in ``active`` too)."""
+        return len(self._left_behind)
+
+    def leave_behind(self) -> Callable[[], None]:
+        """Track an async cleanup its phase stopped waiting for (it did not stop when
+        cancelled at its timeout) as a phase, so that ``drain()`` and ``outlast()`` wait for
+        it; call what this returns, on the event loop, once it has ended."""
+        number = self.started()
+        self._left_behind.add(number)
+        return partial(self._left_ended, number)
+
+    def _left_ended(self, number: int) -> None:
+        self._left_behind.discard(number)
+        self.finished(number)
 
     def started(self) -> int:
         """A phase is starting in the caller's task; ``finished()`` must follow, with the

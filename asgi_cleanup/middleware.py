@@ -93,8 +93,10 @@ class CleanupMiddleware:
             "on_complete", option("on_complete", on_complete, None)
         )
         self._pool = WorkerPool(self.thread_limit)
-        self._runner = CleanupRunner(self.timeout, self._pool, self.on_error, self.on_complete)
         self._scheduler = PhaseScheduler()
+        self._runner = CleanupRunner(
+            self.timeout, self._pool, self._scheduler, self.on_error, self.on_complete
+        )
         # Whether a server has sent a lifespan scope: daphne never does.
         self._lifespan_seen = False
 
@@ -210,9 +212,10 @@ class CleanupMiddleware:
         scheduler.finished(number)
 
     async def drain(self) -> None:
-        """Wait until every cleanup phase running or pending has finished, and every sync
-        cleanup a phase left behind in a worker thread (abandoned at its timeout, or given up
-        waiting for a thread and still to run) has returned.
+        """Wait until every cleanup phase running or pending has finished, every async
+        cleanup a phase left behind (it did not stop when cancelled at its timeout) has
+        ended, and every sync cleanup a phase left behind in a worker thread (abandoned at its
+        timeout, or given up waiting for a thread and still to run) has returned.
 
         For tests and embedding code; bound it with ``anyio.fail_after`` or
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
@@ -229,16 +232,20 @@ class CleanupMiddleware:
     async def _drain_for_shutdown(self) -> None:
         """``drain()`` within ``shutdown_timeout``; then shutdown goes on, with a WARNING if
         anything was still running (a sync cleanup left in its daemon thread is cut off when
-        the process exits)."""
+        the process exits, an async one when the event loop closes)."""
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
-        phases = self._scheduler.active
+        scheduler = self._scheduler
+        abandoned = scheduler.left_behind
+        phases = scheduler.active - abandoned
         threads = self._pool.left_behind
-        if phases or threads:
+        if phases or abandoned or threads:
             logger.warning(
-                "Shutting down with %d cleanup phase(s) still running and %d sync cleanup(s)"
-                " still in worker threads after %gs",
+                "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left"
+                " running past their timeout and %d sync cleanup(s) still in worker threads"
+                " after %gs",
                 phases,
+                abandoned,
                 threads,
                 self.shutdown_timeout,
             )

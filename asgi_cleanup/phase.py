@@ -17,6 +17,7 @@ from typing import Any
 from ._anyio_phase import AnyioPhase
 from ._asyncio_phase import NOT_STARTED, AsyncioPhase, WorkerTasks, run_first_steps
 from ._calls import CompleteHook, Directive, ErrorHook, PhaseConfig
+from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
 from .registry import CleanupRegistry, Entry
 
@@ -58,10 +59,11 @@ class CleanupRunner:
         self,
         timeout: float | None,
         pool: WorkerPool,
+        scheduler: PhaseScheduler,
         on_error: ErrorHook | None = None,
         on_complete: CompleteHook | None = None,
     ) -> None:
-        self._config = PhaseConfig(timeout, pool, on_error, on_complete)
+        self._config = PhaseConfig(timeout, pool, scheduler, on_error, on_complete)
         self._on_complete = on_complete
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None

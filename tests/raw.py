@@ -1,6 +1,6 @@
 """Hand-built ASGI calls for tests: a scope, a scripted receive, and a recording send."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -80,3 +80,47 @@ def app_registering(*cleanups: Callable[..., Any]) -> ASGIApp:
             await send(message)
 
     return app
+
+
+async def run_lifespan(app: ASGIApp) -> None:
+    """Call ``app`` with a lifespan scope whose receive gives startup, then shutdown."""
+    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        pass
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+
+async def serve_lifespan(receive: Receive, send: Send, log: list[str]) -> None:
+    """An app's side of the lifespan: complete the startup, log ``"app sees shutdown"`` when
+    the shutdown comes, and complete it."""
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    log.append("app sees shutdown")
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def returns_only_after(
+    release: Callable[[], object], wait: Callable[[], Awaitable[object]], log: list[str]
+) -> None:
+    """Start ``wait()``; check that it is still waiting while the event loop goes on and
+    that ``log`` is still empty; then ``release()``: ``wait()`` must return soon after."""
+    done = anyio.Event()
+
+    async def waiter() -> None:
+        await wait()
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(0.2)  # the event loop is not blocked by the wait
+        assert not done.is_set()
+        assert log == []
+        release()
+        with anyio.fail_after(2):
+            await done.wait()

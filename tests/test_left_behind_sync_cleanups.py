@@ -7,15 +7,23 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from raw import app_registering, call, http_scope, respond
+from raw import (
+    app_registering,
+    call,
+    http_scope,
+    respond,
+    returns_only_after,
+    run_lifespan,
+    serve_lifespan,
+)
 
 from asgi_cleanup import CleanupMiddleware
-from asgi_cleanup._types import Message, Receive, Scope, Send
+from asgi_cleanup._types import Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
 
@@ -39,11 +47,7 @@ class Blocked:
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            self.log.append("app sees shutdown")
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send, self.log)
             return
         scope["cleanup"].register(self.blocking if scope["path"] == "/blocking" else self.late)
         for message in respond():
@@ -73,44 +77,13 @@ async def two_left_behind(
         blocked.release.set()
 
 
-async def lifespan(middleware: CleanupMiddleware) -> None:
-    incoming: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-
-    async def receive() -> Message:
-        return incoming.pop(0)
-
-    async def send(message: Message) -> None:
-        pass
-
-    await middleware({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
-
-
-async def finished_only_after_release(blocked: Blocked, wait: Callable[[], Awaitable[Any]]) -> None:
-    """Start ``wait()``, check that it is still waiting while the event loop goes on, then
-    release the blocked thread; ``wait()`` must return soon after."""
-    done = anyio.Event()
-
-    async def waiter() -> None:
-        await wait()
-        done.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
-        await anyio.sleep(0.2)  # the event loop is not blocked by the wait
-        assert not done.is_set()
-        assert blocked.log == []
-        blocked.release.set()
-        with anyio.fail_after(2):
-            await done.wait()
-
-
 async def test_drain_waits_for_a_sync_cleanup_abandoned_at_its_timeout_until_it_returns() -> None:
     blocked = Blocked()
     middleware = CleanupMiddleware(blocked.app, timeout=0.1)
     try:
         with anyio.fail_after(2):
             await call(middleware, http_scope("/blocking"))
-        await finished_only_after_release(blocked, middleware.drain)
+        await returns_only_after(blocked.release.set, middleware.drain, blocked.log)
         assert blocked.log == ["blocking returned"]
     finally:
         blocked.release.set()
@@ -118,7 +91,7 @@ async def test_drain_waits_for_a_sync_cleanup_abandoned_at_its_timeout_until_it_
 
 async def test_drain_waits_for_a_sync_cleanup_given_up_waiting_for_a_thread_to_run() -> None:
     async with two_left_behind() as (blocked, middleware):
-        await finished_only_after_release(blocked, middleware.drain)
+        await returns_only_after(blocked.release.set, middleware.drain, blocked.log)
         # The late cleanup ran, in the thread the abandoned one gave back, before drain() ended.
         assert blocked.log == ["blocking returned", "late ran"]
         with anyio.fail_after(1):
@@ -129,7 +102,7 @@ async def test_lifespan_shutdown_waits_for_sync_cleanups_left_in_threads(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with two_left_behind(caplog, shutdown_timeout=5) as (blocked, middleware):
-        await finished_only_after_release(blocked, lambda: lifespan(middleware))
+        await returns_only_after(blocked.release.set, lambda: run_lifespan(middleware), blocked.log)
         assert blocked.log == ["blocking returned", "late ran", "app sees shutdown"]
         assert not [r for r in caplog.records if r.levelno == logging.WARNING], caplog.text
 
@@ -140,15 +113,15 @@ async def test_lifespan_shutdown_goes_on_after_shutdown_timeout_with_sync_cleanu
     async with two_left_behind(caplog, shutdown_timeout=0.2) as (blocked, middleware):
         began = time.monotonic()
         with anyio.fail_after(2):
-            await lifespan(middleware)
+            await run_lifespan(middleware)
         elapsed = time.monotonic() - began
 
         assert 0.19 <= elapsed < 1.0
         assert blocked.log == ["app sees shutdown"]
         [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert warning.getMessage() == (
-            "Shutting down with 0 cleanup phase(s) still running and 2 sync cleanup(s) still"
-            " in worker threads after 0.2s"
+            "Shutting down with 0 cleanup phase(s) still running, 0 async cleanup(s) left"
+            " running past their timeout and 2 sync cleanup(s) still in worker threads after 0.2s"
         )
     with anyio.fail_after(2):
         await middleware.drain()
