@@ -231,11 +231,18 @@ class _Worker:
                     self._retire()
                     raise
                 done.set(exc)  # the cleanup's own, not ours: a failure like any other
+            except Exception as exc:
+                # Past its deadline, its failure is that it overran (as on trio).
+                overran = deadline is not None and loop.time() >= deadline
+                done.set(_TimedOut(done.where) if overran else exc)
             except BaseException as exc:  # KeyboardInterrupt too: the request task raises it
                 done.set(exc)
             else:
-                # A cleanup that caught its timeout's cancellation and returned still overran.
-                done.set(_TimedOut(done.where) if timeout.expired() else None)
+                # A cleanup that caught its timeout's cancellation and returned still overran;
+                # so did one that ran past its deadline without waiting again (blocking the
+                # loop, so our timer could not fire), as trio reports it.
+                overran = timeout.expired() or (deadline is not None and loop.time() >= deadline)
+                done.set(_TimedOut(done.where) if overran else None)
             # An idle worker must not keep the last cleanup (its frames, through a timeout's
             # traceback, hold the cleanup's locals) alive until its next job.
             del job, coro, yielded, context, done, timeout, expiry

@@ -20,7 +20,7 @@ async def test_cleanup_that_swallows_the_timeout_cancellation_is_still_reported_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # "on expiry it is abandoned, logged at ERROR": the timeout expired whatever the cleanup
-    # made of the cancellation. (trio logs it; asyncio's worker calls it a success.)
+    # made of the cancellation.
     reported: list[tuple[str, type[BaseException]]] = []
 
     async def swallows() -> None:
@@ -97,3 +97,31 @@ async def test_trio_watcher_sleeps_once_the_cleanup_it_watched_has_ended() -> No
         trio.lowlevel.remove_instrument(counter)
     # A watcher waking at its stale time over and over takes thousands of steps here.
     assert counter.steps < 200
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
+async def test_cleanup_that_blocks_past_its_deadline_after_waiting_is_reported_as_timed_out(
+    caplog: pytest.LogCaptureFixture, fails: bool
+) -> None:
+    # It waits once, then blocks the event loop past its deadline (no timer can fire) and
+    # ends without waiting again: it overran its timeout, on asyncio as on trio.
+    reported: list[type[BaseException]] = []
+
+    async def blocks_after_waiting() -> None:
+        await anyio.sleep(0.001)
+        time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the point
+        if fails:
+            raise RuntimeError("failed after its deadline")
+
+    def on_error(cleanup: Any, exc: BaseException, outcome: Any) -> None:
+        reported.append(type(exc))
+
+    middleware = CleanupMiddleware(
+        app_registering(blocks_after_waiting), timeout=0.05, on_error=on_error
+    )
+    with anyio.fail_after(2):
+        await call(middleware)
+
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("blocks_after_waiting timed out after 0.05s" in m for m in errors), errors
+    assert reported == [TimeoutError]
