@@ -13,6 +13,7 @@ worker, which is where it ends.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import sys
@@ -154,6 +155,25 @@ class WorkerTasks:
         self.loop = loop
         self.idle: list[_Worker] = []
         self.driver: _Driver | None = None
+        self.max_idle = MAX_IDLE_WORKERS  # workers kept idle; 0 once dismissed
+
+    def dismiss(self) -> None:
+        """Let every worker task end once idle, from any thread: nothing will use them.
+
+        An idle worker waits on a future only it holds, so once its middleware is gone it
+        would be garbage while pending, which asyncio logs as an error.
+        """
+        loop = self.loop
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(self._dismiss)
+
+    def _dismiss(self) -> None:
+        self.max_idle = 0
+        idle, self.idle = self.idle, []
+        for worker in idle:
+            if not worker.inbox.done():
+                worker.inbox.set_result(None)
 
     def take(self) -> "_Worker":
         idle = self.idle
@@ -178,7 +198,7 @@ class _Worker:
 
     def release(self) -> None:
         """The worker was lent for a step that finished: back to the idle list."""
-        if len(self.pool.idle) < MAX_IDLE_WORKERS:
+        if len(self.pool.idle) < self.pool.max_idle:
             self.pool.idle.append(self)
         else:
             self.inbox.set_result(None)
@@ -246,7 +266,7 @@ class _Worker:
             # An idle worker must not keep the last cleanup (its frames, through a timeout's
             # traceback, hold the cleanup's locals) alive until its next job.
             del job, coro, yielded, context, done, timeout, expiry
-            if len(self.pool.idle) >= MAX_IDLE_WORKERS:
+            if len(self.pool.idle) >= self.pool.max_idle:
                 return
             self.pool.idle.append(self)
 

@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import logging
 import sys
+import weakref
 from asyncio import _get_running_loop
 from collections.abc import Callable
 from logging import DEBUG
@@ -53,7 +54,7 @@ class CleanupRunner:
     ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate.
     """
 
-    __slots__ = ("_config", "_loop", "_on_complete", "_workers")
+    __slots__ = ("__weakref__", "_config", "_dismiss_workers", "_loop", "_on_complete", "_workers")
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class CleanupRunner:
         self._on_complete = on_complete
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: WorkerTasks | None = None
+        self._dismiss_workers: weakref.finalize[[], CleanupRunner] | None = None
 
     def run_first_steps(self, entries: list[Entry]) -> Any:
         """Run, at once, the dynamic cleanups that need no more than that: async cleanups
@@ -86,8 +88,19 @@ class CleanupRunner:
             return NOT_STARTED if first_steps is None else first_steps(entries)
         workers = self._workers
         if loop is not self._loop or workers is None:
-            self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
+            workers = self._new_workers(loop)
         return run_first_steps(loop, workers, entries)
+
+    def _new_workers(self, loop: asyncio.AbstractEventLoop) -> WorkerTasks:
+        """The worker tasks for ``loop``, which becomes this runner's; those of the loop
+        before are dismissed, as these will be when the runner is collected."""
+        if self._dismiss_workers is not None:
+            self._dismiss_workers()  # calls it once, and drops its reference
+        workers = WorkerTasks(loop)
+        self._dismiss_workers = finalizer = weakref.finalize(self, workers.dismiss)
+        finalizer.atexit = False  # at exit the loop is gone or never runs again
+        self._loop, self._workers = loop, workers
+        return workers
 
     async def run_phase(
         self,
@@ -131,7 +144,7 @@ class CleanupRunner:
             return
         workers = self._workers
         if loop is not self._loop or workers is None:
-            self._loop, self._workers = loop, workers = loop, WorkerTasks(loop)
+            workers = self._new_workers(loop)
         await AsyncioPhase(loop, workers, registry, self._config).run_phase(
             entries, directives, carried
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import threading
 import time
 from typing import Any
 
@@ -167,3 +169,59 @@ async def test_first_steps_driver_survives_suspending_and_failing_cleanups_acros
     assert ran == ["a2", "suspends", "a1", "b2", "b1", "c2", "c1"]
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["first step failed"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_middleware_dropped_while_its_loop_runs_lets_its_idle_worker_tasks_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An app built per test or per sub-app inside one long-running loop: its idle worker
+    # tasks wait on futures only they hold, so without the middleware they would be garbage
+    # while pending ("Task was destroyed but it is pending!").
+    async def suspends() -> None:
+        await asyncio.sleep(0)
+
+    middleware = CleanupMiddleware(app_registering(suspends))
+    await call(middleware)
+    workers = middleware._runner._workers
+    assert workers is not None
+    tasks = [worker.task for worker in workers.idle]
+    assert tasks
+    del middleware, workers
+    gc.collect()
+    await asyncio.wait(tasks, timeout=1)
+    assert all(task.done() for task in tasks)
+    assert not any(task.cancelled() or task.exception() for task in tasks)
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_middleware_served_from_a_new_loop_dismisses_the_old_loops_idle_workers() -> None:
+    async def suspends() -> None:
+        await asyncio.sleep(0)
+
+    middleware = CleanupMiddleware(app_registering(suspends))
+    old_tasks: list[asyncio.Task[Any]] = []
+
+    async def in_another_loop() -> None:
+        await call(middleware)
+        assert middleware._runner._workers is not None
+        old_tasks.extend(worker.task for worker in middleware._runner._workers.idle)
+
+    # A loop that keeps running in its own thread, as a second server's would.
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(in_another_loop(), other).result(2)
+        assert old_tasks
+        assert not any(task.done() for task in old_tasks)
+        await call(middleware)  # this loop's workers replace the other loop's
+        asyncio.run_coroutine_threadsafe(asyncio.wait(old_tasks, timeout=1), other).result(2)
+        assert all(task.done() and not task.cancelled() for task in old_tasks)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(2)
+        other.close()
