@@ -1,12 +1,13 @@
 """Served benchmark: requests per second of the same hello world behind real servers.
 
-For each server, the three apps of :mod:`benchmarks.served_apps` (bare, one async cleanup per
-request, a ``BackgroundTask`` doing the same work) are each served by a server subprocess on
+For each server, the four apps of :mod:`benchmarks.served_apps` (bare, behind the minimal
+send-watching middleware, one async cleanup per request, a ``BackgroundTask`` doing the same
+work) are each served by a server subprocess on
 127.0.0.1 and a free port: uvicorn with ``--http httptools`` (h11 if httptools is missing, said
 in the report), the asyncio loop, one worker, no access log; hypercorn on asyncio, one worker,
 no access log; both at log level warning. A server is ready once ``GET /`` answers 200.
 
-The three servers of a kind run side by side for all the rounds (``--served-restart`` starts
+The four servers of a kind run side by side for all the rounds (``--served-restart`` starts
 and stops them every round instead); each is warmed up, then every round loads each app once,
 in a rotating order, for the same number of seconds with the same load generator. The ratios
 are taken round by round; the report gives their median and spread. It also counts the CPU time

@@ -93,12 +93,17 @@ def test_python_load_generator_counts_the_responses_of_a_served_run() -> None:
     served = sections(output)["Served"]
     header = next(i for i, line in enumerate(served) if line.startswith("| app |"))
     apps = []
-    for row in served[header + 2 : header + 5]:
+    for row in served[header + 2 : header + 6]:
         app, rate, _spread, _per_cpu, errors = (cell.strip() for cell in row.strip("|").split("|"))
         apps.append(app)
         assert float(rate) > 0, row
         assert int(errors) == 0, row
-    assert apps == ["bare", "1 async cleanup", "BackgroundTask, 1 async"]
+    assert apps == [
+        "bare",
+        "send-watching middleware",
+        "1 async cleanup",
+        "BackgroundTask, 1 async",
+    ]
 
 
 def test_callgrind_counts_are_parsed_and_compared_per_request() -> None:
