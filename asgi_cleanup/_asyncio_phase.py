@@ -244,7 +244,8 @@ class _Worker:
                         if expiry is not None:
                             expiry.cancel()
             except TimeoutError as exc:
-                done.set(_TimedOut(done.where) if timeout.expired() else exc)
+                overran = timeout.expired() or (deadline is not None and loop.time() >= deadline)
+                done.set(_TimedOut(done.where) if overran else exc)
             except CancelledError as exc:
                 if task.cancelling():
                     done.set(_LOOP_CLOSING)
@@ -330,6 +331,8 @@ def run_first_steps(
     idle = workers.idle
     if not idle:
         idle.append(_Worker(workers))
+        if not workers.max_idle:  # dismissed while a phase still runs on its loop
+            loop.call_soon(workers._dismiss)  # once this run has given the worker back
     # Lent while it stays on the idle list: only a cleanup that suspends takes it off.
     lent = idle[-1]
     worker_task = lent.task

@@ -49,6 +49,10 @@ class PhaseScheduler:
         it; call what this returns, on the event loop, once it has ended."""
         number = self.started()
         self._left_behind.add(number)
+        # outlast() callers waiting for phases wait for what those phases left behind too.
+        for awaited, done in self._watchers:
+            if not done.done():
+                awaited.add(number)
         return partial(self._left_ended, number)
 
     def _left_ended(self, number: int) -> None:
@@ -96,9 +100,10 @@ class PhaseScheduler:
             await event.wait()
 
     async def outlast(self, bound: float | None) -> None:
-        """On asyncio, wait until every phase running now has finished, at most ``bound``
-        seconds, whatever cancellation the caller's task receives meanwhile (the caller
-        holds one already, and delivers it afterwards)."""
+        """On asyncio, wait until every phase running now has finished, and every async
+        cleanup left behind meanwhile has ended, at most ``bound`` seconds, whatever
+        cancellation the caller's task receives meanwhile (the caller holds one already, and
+        delivers it afterwards)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         watcher = (set(self._running), done)
         if not watcher[0]:

@@ -140,13 +140,15 @@ class CleanupMiddleware:
             if registry._nested_directives is not None:
                 directives = _merge_directives(directives, registry._nested_directives)
             if not entries and not directives:
+                if _is_cancellation(exc) and self._cancelled_natively_without_lifespan():
+                    await self._outlast_phases()
                 raise
             # No local may keep the exception: with its traceback holding this frame, it
             # would make a reference cycle.
             registry._start(scope, exc if isinstance(exc, Exception) else None, duration, exc)
             if _is_cancellation(exc):
                 # The phase runs to its end, then the cancellation is delivered.
-                await self._run_inline(registry, entries, directives)
+                await self._run_inline(registry, entries, directives, cancelled=True)
             else:
                 self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
             raise
@@ -185,31 +187,44 @@ class CleanupMiddleware:
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
         carried: Any = NOT_STARTED,
+        *,
+        cancelled: bool = False,
     ) -> None:
         """Run the phase in the request's task; ``run_phase`` holds back a cancellation of
-        the task until the phase has finished."""
+        the task until the phase has finished. ``cancelled``: the app call ended with the
+        task's cancellation, which the caller delivers afterwards."""
         scheduler = self._scheduler
         number = scheduler.started()
         try:
             await self._runner.run_phase(registry, entries, directives, carried)
         except asyncio.CancelledError:
             scheduler.finished(number)
-            if not self._lifespan_seen and anyio.current_effective_deadline() != -math.inf:
-                # Cancelled natively, not by an anyio scope, and with no lifespan: daphne
-                # shutting down. It cancels every request's task and waits only until the
-                # first of them ends, so each waits for the phases running now first, and
-                # for the sync cleanups phases left in worker threads.
-                bound = self.shutdown_timeout
-                started = perf_counter()
-                await scheduler.outlast(bound)
-                if bound is not None:
-                    bound = max(0.0, bound - (perf_counter() - started))
-                await self._pool.outlast_left_behind(bound)
+            if self._cancelled_natively_without_lifespan():
+                await self._outlast_phases()
             raise
         except BaseException:
             scheduler.finished(number)
             raise
         scheduler.finished(number)
+        if cancelled and self._cancelled_natively_without_lifespan():
+            await self._outlast_phases()
+
+    def _cancelled_natively_without_lifespan(self) -> bool:
+        """Whether the request's task, just cancelled, was cancelled natively (not by an anyio
+        scope) with no lifespan seen: daphne shutting down, which cancels every request's task
+        and waits only until the first of them ends."""
+        return not self._lifespan_seen and anyio.current_effective_deadline() != -math.inf
+
+    async def _outlast_phases(self) -> None:
+        """For daphne's shutdown: wait, within ``shutdown_timeout`` and whatever cancellation
+        comes meanwhile, for the phases running now (and the async cleanups they leave
+        behind), then for the sync cleanups phases left in worker threads."""
+        bound = self.shutdown_timeout
+        started = perf_counter()
+        await self._scheduler.outlast(bound)
+        if bound is not None:
+            bound = max(0.0, bound - (perf_counter() - started))
+        await self._pool.outlast_left_behind(bound)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -284,12 +286,15 @@ def app_with_cleanup_seconds() -> Any:
     return app
 
 
-async def cancel_two_requests(middleware: CleanupMiddleware) -> list[str]:
-    """Two requests whose cleanups run (0.1 s and 0.4 s), both tasks cancelled natively at
-    once, as daphne does at shutdown; what had happened when the first task ended."""
+async def cancel_two_requests(
+    middleware: CleanupMiddleware, paths: tuple[str, str] = ("/short/0.1", "/long/0.4")
+) -> list[str]:
+    """Two requests (by default both with cleanups running, of 0.1 s and 0.4 s), both tasks
+    cancelled natively at once, as daphne does at shutdown; what had happened when the first
+    task ended."""
     log: list[str] = []
     tasks = []
-    for path in ("/short/0.1", "/long/0.4"):
+    for path in paths:
         scope = http_scope(path)
         scope["log"] = log
         receive, send, _ = client()
@@ -314,6 +319,63 @@ async def test_without_lifespan_a_natively_cancelled_request_waits_for_the_other
     seen = await cancel_two_requests(middleware)
 
     assert seen == ["short end", "long end", "first task ended"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("busy", ["/busy/nothing-registered", "/busy/registered"])
+async def test_without_lifespan_a_request_cancelled_in_the_app_waits_for_the_other_phases(
+    busy: str,
+) -> None:
+    # At daphne's shutdown most tasks are still in the app (a long poll, a slow query): the
+    # cancellation comes out of the app, and the task must wait for other phases all the same.
+    with_cleanup = app_with_cleanup_seconds()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/busy/registered":
+
+            async def quick() -> None:
+                scope["log"].append("busy's cleanup")
+
+            scope["cleanup"].register(quick)
+        if scope["path"].startswith("/busy/"):
+            await anyio.sleep_forever()
+        await with_cleanup(scope, receive, send)
+
+    seen = await cancel_two_requests(CleanupMiddleware(app), ("/long/0.3", busy))
+
+    assert seen[-2:] == ["long end", "first task ended"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_without_lifespan_a_natively_cancelled_request_waits_for_cleanups_left_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The other phase leaves a cleanup behind (it ignores its timeout's cancellation) while
+    # the first task waits for that phase: the wait goes on until the cleanup has ended.
+    monkeypatch.setattr("asgi_cleanup._asyncio_phase.ABANDON_GRACE", 0.1)
+    with_cleanup = app_with_cleanup_seconds()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/stubborn/0":
+            await with_cleanup(scope, receive, send)
+            return
+
+        async def stubborn() -> None:
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(end - time.monotonic())
+            scope["log"].append("stubborn end")
+
+        scope["cleanup"].register(stubborn)
+        await send(START)
+        await send(BODY)
+
+    # stubborn: cancelled at 0.2 s, left behind at 0.3 s, ends at 0.5 s.
+    middleware = CleanupMiddleware(app, timeout=0.2)
+    seen = await cancel_two_requests(middleware, ("/short/0.1", "/stubborn/0"))
+
+    assert seen == ["short end", "stubborn end", "first task ended"]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -225,3 +225,55 @@ async def test_middleware_served_from_a_new_loop_dismisses_the_old_loops_idle_wo
         other.call_soon_threadsafe(other.stop)
         thread.join(2)
         other.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_phase_going_on_in_an_old_loop_leaves_no_idle_worker_behind_there() -> None:
+    # The middleware moved to this loop while a phase still ran in the other: that phase's
+    # next cleanup needs an idle worker there, which must end once the run gave it back.
+    in_first = threading.Event()
+    go_on = threading.Event()
+
+    async def first() -> None:  # registered last: runs first, until this loop was served
+        await asyncio.sleep(0)  # its phase is set up when it goes on (in a worker task)
+        in_first.set()
+        await asyncio.to_thread(go_on.wait, 2)
+
+    async def second() -> None:
+        pass
+
+    async def suspends() -> None:
+        await asyncio.sleep(0)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        for cleanup in (second, first) if scope["path"] == "/old" else (suspends,):
+            scope["cleanup"].register(cleanup)
+        for message in respond():
+            await send(message)
+
+    async def pending_workers() -> list[asyncio.Task[Any]]:
+        await asyncio.sleep(0.01)  # what the loop was given to do first is done
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "") == "_Worker._serve"
+        ]
+
+    middleware = CleanupMiddleware(app, timeout=None)
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        served = asyncio.run_coroutine_threadsafe(call(middleware, http_scope("/old")), other)
+        assert await anyio.to_thread.run_sync(in_first.wait, 2)
+        await call(middleware, http_scope("/new"))  # this loop's workers replace the other's
+        go_on.set()
+        await anyio.to_thread.run_sync(served.result, 2)
+        left = asyncio.run_coroutine_threadsafe(pending_workers(), other)
+        assert await anyio.to_thread.run_sync(left.result, 2) == []
+    finally:
+        go_on.set()
+        other.call_soon_threadsafe(other.stop)
+        thread.join(2)
+        other.close()

@@ -99,9 +99,11 @@ async def test_trio_watcher_sleeps_once_the_cleanup_it_watched_has_ended() -> No
     assert counter.steps < 200
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
+@pytest.mark.parametrize(
+    "fails", [None, RuntimeError, TimeoutError], ids=["returns", "raises", "raises-timeout"]
+)
 async def test_cleanup_that_blocks_past_its_deadline_after_waiting_is_reported_as_timed_out(
-    caplog: pytest.LogCaptureFixture, fails: bool
+    caplog: pytest.LogCaptureFixture, fails: type[Exception] | None
 ) -> None:
     # It waits once, then blocks the event loop past its deadline (no timer can fire) and
     # ends without waiting again: it overran its timeout, on asyncio as on trio.
@@ -110,8 +112,8 @@ async def test_cleanup_that_blocks_past_its_deadline_after_waiting_is_reported_a
     async def blocks_after_waiting() -> None:
         await anyio.sleep(0.001)
         time.sleep(0.15)  # noqa: ASYNC251 - blocking the loop is the point
-        if fails:
-            raise RuntimeError("failed after its deadline")
+        if fails is not None:
+            raise fails("failed after its deadline")  # its own TimeoutError too (a client's)
 
     def on_error(cleanup: Any, exc: BaseException, outcome: Any) -> None:
         reported.append(type(exc))
