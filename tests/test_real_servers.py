@@ -17,6 +17,7 @@ cleanups and the log in ``test_real_server_isolation.py``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -416,6 +417,36 @@ def test_shutdown_signal_during_slow_cleanups_loses_none(
         assert lifespan[0]["t"] >= max(the_end(marks, rid)["t"] for rid in ids), marks
     else:
         assert not lifespan, marks
+
+
+def test_shutdown_signal_with_a_request_still_in_the_app_loses_no_cleanup(
+    server_kind: str, start_server: Callable[..., ServerProcess], marks_path: Path
+) -> None:
+    """A shutdown signal while one request's cleanup runs and another request, with nothing
+    registered, is still in the app (a long poll): the cleanup still ends before the server
+    exits. daphne cancels both tasks at once and stops when the first ends, which is the one
+    cancelled in the app: it must wait for the other's phase. The others wait for the request
+    in the app (uvicorn, hypercorn up to its grace) or hold their shutdown in the lifespan."""
+    server = start_server()
+    with RawHTTPConnection(server.port) as conn:
+        response = conn.get("/long-cleanup?id=cleanup&seconds=2")
+    assert_prompt_ok(response, "long-cleanup")
+    wait_for_marks(marks_path, lambda m: bool(marks_of(m, "start", "cleanup")), timeout=2.0)
+
+    def held() -> None:
+        with contextlib.suppress(OSError, TimeoutError), RawHTTPConnection(server.port) as c:
+            c.get("/slow?id=held&n=0&hold=3", timeout=10)  # cut or answered: either is fine
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(held)
+        time.sleep(0.5)  # the held request is in the app
+        assert not marks_of(read_marks(marks_path), "end"), "the cleanup ended before the signal"
+        returncode = server.shutdown(signal.SIGINT, timeout=12)
+
+    assert returncode in (0, -signal.SIGINT), f"{server.name} exited with {returncode}"
+    marks = read_marks(marks_path)
+    start, end = the_start(marks, "cleanup"), the_end(marks, "cleanup")
+    assert end["t"] - start["t"] >= 2 - 0.1, (start, end)
 
 
 # --- 5. exactly once under concurrent load (SPEC 2.3, 2.4) --------------------------------------
