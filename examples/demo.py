@@ -10,6 +10,7 @@ the directive cleanups of examples/cleanup.toml run after the endpoint's own.
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -142,7 +143,10 @@ def main() -> None:
     for path in ROUTES:
         print(f"  curl -i {base}{path}")
     print("Ctrl+C to stop (shutdown waits for cleanups still running).")
-    server.run()
+    # uvicorn re-raises the interrupt once its shutdown (cleanups included) is over.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    print("Stopped.")
 
 
 if __name__ == "__main__":
