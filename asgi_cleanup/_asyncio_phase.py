@@ -244,8 +244,7 @@ class _Worker:
                         if expiry is not None:
                             expiry.cancel()
             except TimeoutError as exc:
-                overran = timeout.expired() or (deadline is not None and loop.time() >= deadline)
-                done.set(_TimedOut(done.where) if overran else exc)
+                done.set(_TimedOut(done.where) if _overran(timeout, deadline, loop) else exc)
             except CancelledError as exc:
                 if task.cancelling():
                     done.set(_LOOP_CLOSING)
@@ -254,16 +253,12 @@ class _Worker:
                 done.set(exc)  # the cleanup's own, not ours: a failure like any other
             except Exception as exc:
                 # Past its deadline, its failure is that it overran (as on trio).
-                overran = deadline is not None and loop.time() >= deadline
-                done.set(_TimedOut(done.where) if overran else exc)
+                done.set(_TimedOut(done.where) if _overran(timeout, deadline, loop) else exc)
             except BaseException as exc:  # KeyboardInterrupt too: the request task raises it
                 done.set(exc)
             else:
-                # A cleanup that caught its timeout's cancellation and returned still overran;
-                # so did one that ran past its deadline without waiting again (blocking the
-                # loop, so our timer could not fire), as trio reports it.
-                overran = timeout.expired() or (deadline is not None and loop.time() >= deadline)
-                done.set(_TimedOut(done.where) if overran else None)
+                # A cleanup that caught its timeout's cancellation and returned still overran.
+                done.set(_TimedOut(done.where) if _overran(timeout, deadline, loop) else None)
             # An idle worker must not keep the last cleanup (its frames, through a timeout's
             # traceback, hold the cleanup's locals) alive until its next job.
             del job, coro, yielded, context, done, timeout, expiry
@@ -274,6 +269,15 @@ class _Worker:
     def _retire(self) -> None:
         if self in self.pool.idle:
             self.pool.idle.remove(self)
+
+
+def _overran(
+    timeout: asyncio.Timeout, deadline: float | None, loop: asyncio.AbstractEventLoop
+) -> bool:
+    """Whether a cleanup that ended reached its deadline: our timer expired it, or it blocked
+    the loop past the deadline after it last waited, so the timer could not fire (trio
+    reports both as timeouts)."""
+    return timeout.expired() or (deadline is not None and loop.time() >= deadline)
 
 
 def step_awaitable(

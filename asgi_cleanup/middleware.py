@@ -247,7 +247,7 @@ class CleanupMiddleware:
     async def _drain_for_shutdown(self) -> None:
         """``drain()`` within ``shutdown_timeout``; then shutdown goes on, with a WARNING if
         anything was still running (a sync cleanup left in its daemon thread is cut off when
-        the process exits, an async one when the event loop closes)."""
+        the process exits; an async one is cancelled again when the server stops its loop)."""
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
         scheduler = self._scheduler
