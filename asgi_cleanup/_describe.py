@@ -4,6 +4,8 @@ Only the method and the path are ever described: never headers, cookies or the q
 """
 
 import functools
+import inspect
+import types
 from typing import Any
 
 from ._types import Scope
@@ -42,3 +44,17 @@ def describe_request(scope: Scope) -> str:
     method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
     path = scope.get("path", "")
     return f"{escape_control(str(method))} {escape_control(str(path))}"
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine: coroutine functions, objects whose
+    ``__call__`` is one, and ``functools.partial`` of either."""
+    if type(func) is types.FunctionType and not func.__dict__:
+        # The common case, without inspect's unwrapping (a function with attributes may
+        # carry inspect.markcoroutinefunction's marker: it takes the long way).
+        return bool(func.__code__.co_flags & inspect.CO_COROUTINE)
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself is what we inspect
+    )

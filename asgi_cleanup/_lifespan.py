@@ -1,7 +1,11 @@
-"""The lifespan protocol, passed through with a drain before shutdown."""
+"""Server shutdown: the lifespan protocol, passed through with a drain before shutdown, and
+daphne's shutdown, which has no lifespan, through its Twisted reactor."""
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,7 +47,12 @@ async def serve_lifespan(
     except Exception as exc:
         if answered or received:
             raise  # it took part in the protocol: a failed startup is the server's to see
-        logger.debug("The app rejected the lifespan protocol (%r); answering it", exc)
+        logger.info(
+            "The app rejected the lifespan protocol (%s: %s); the middleware answers it, "
+            "and waits for running cleanups at shutdown",
+            type(exc).__name__,
+            exc,
+        )
     else:
         if answered:
             return
@@ -54,3 +63,19 @@ async def serve_lifespan(
         await receive()
         await before_shutdown()
     await send({"type": "lifespan.shutdown.complete"})
+
+
+def hook_twisted_shutdown(drain: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+    """Under a running Twisted reactor (daphne), have its shutdown wait for ``drain()``,
+    as a lifespan shutdown would: daphne cancels every request's task at once and stops when
+    the first has ended. ``False`` if there is no such reactor."""
+    module = sys.modules.get("twisted.internet.reactor")  # installed, never imported here
+    if module is None or not getattr(module, "running", False):
+        return False
+    from twisted.internet.defer import Deferred
+
+    def before_shutdown() -> Deferred[None]:
+        return Deferred.fromFuture(asyncio.ensure_future(drain()))
+
+    module.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    return True

@@ -10,7 +10,6 @@ are counted until they end, so that ``drain()`` and the lifespan shutdown can wa
 too; the jobs a phase waits for to the end are not, and cost nothing more.
 """
 
-import asyncio
 import contextlib
 import os
 import queue
@@ -21,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from ._scheduling import outlast_future, set_once
+from ._backend import loop_caller
 
 
 class WorkerPool:
@@ -104,20 +103,6 @@ class WorkerPool:
             finally:
                 self._forget_wakeup(wake)
 
-    async def outlast_left_behind(self, bound: float | None) -> None:
-        """On asyncio, wait until no job left behind is queued or running, at most ``bound``
-        seconds, whatever cancellation the caller's task receives meanwhile (see
-        ``PhaseScheduler.outlast``, which daphne's shutdown needs this beside)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        wake = partial(loop.call_soon_threadsafe, set_once, done)
-        if not self._wake_when_none_left(wake):
-            return
-        try:
-            await outlast_future(done, bound)
-        finally:
-            self._forget_wakeup(wake)
-
     def _wake_when_none_left(self, wake: Callable[[], Any]) -> bool:
         """Have the thread ending the last job left behind call ``wake()``; ``False`` (and no
         call) if none is left now."""
@@ -130,13 +115,3 @@ class WorkerPool:
     def _forget_wakeup(self, wake: Callable[[], Any]) -> None:
         with self._lock, contextlib.suppress(ValueError):  # already called
             self._wakeups.remove(wake)
-
-
-def loop_caller() -> Callable[..., Any]:
-    """A thread-safe ``call(func, *args)`` that runs ``func(*args)`` on the current event loop."""
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        return loop.call_soon_threadsafe
-    import trio
-
-    return trio.lowlevel.current_trio_token().run_sync_soon

@@ -1,33 +1,38 @@
-import asyncio
 import logging
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from contextvars import copy_context
+from functools import partial
 from time import perf_counter
 from typing import Any
 
 import anyio
 
-from ._asyncio_phase import NOT_STARTED
 from ._handlers import handler_key
-from ._lifespan import serve_lifespan
+from ._lifespan import hook_twisted_shutdown, serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
-from ._scheduling import PhaseScheduler
 from ._threads import WorkerPool
-from ._types import AnyASGIApp, Receive, Scope, Send
-from .phase import CleanupRunner, CompleteHook, Directive, ErrorHook
-from .registry import CleanupRegistry, Entry, _lock, _receive_after_return, _send_after_return
+from ._tracker import PhaseTracker
+from ._types import AnyASGIApp, Message, Receive, Scope, Send
+from .outcome import Outcome
+from .phase import CleanupPhase, CompleteHook, ErrorHook, PhaseConfig
+from .registry import (
+    CleanupRegistry,
+    Directive,
+    add_directives,
+    added_directives,
+    begin_phase,
+    freeze,
+)
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
-
 
 _UNSET: Any = object()
 _DEFAULT_TIMEOUT = 5.0
 _DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _DEFAULT_THREAD_LIMIT = 8
-# Bound once: on the per-request path, looking a method up costs more than calling it.
-_lock_held = _lock.locked
+_START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
 
 
 class CleanupMiddleware:
@@ -68,7 +73,7 @@ class CleanupMiddleware:
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
         self.app: AnyASGIApp = app
         options: Mapping[str, Any] = {}
-        self._directives_for: Callable[[Scope], tuple[Directive, ...]] | None = None
+        self._directives_for = None
         if settings is not None:
             loaded = load_settings(settings)
             options = loaded.options
@@ -93,138 +98,79 @@ class CleanupMiddleware:
             "on_complete", option("on_complete", on_complete, None)
         )
         self._pool = WorkerPool(self.thread_limit)
-        self._scheduler = PhaseScheduler()
-        self._runner = CleanupRunner(
-            self.timeout, self._pool, self._scheduler, self.on_error, self.on_complete
+        self._tracker = PhaseTracker(self._pool)
+        self._config = PhaseConfig(
+            self.timeout, self._pool, self._tracker, self.on_error, self.on_complete
         )
-        # Whether a server has sent a lifespan scope: daphne never does.
-        self._lifespan_seen = False
+        # Until the first request: whether to look for a server shutdown without lifespan.
+        self._find_shutdown = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
-                self._lifespan_seen = True
+                self._find_shutdown = False
                 await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
             else:
                 await self.app(scope, receive, send)
             return
-
-        if "cleanup" in scope and isinstance(scope["cleanup"], CleanupRegistry):
-            outer = scope["cleanup"]
+        outer = scope.get("cleanup")
+        if isinstance(outer, CleanupRegistry):
             # Nested: join the outer middleware's registry and phase.
             if self._directives_for is not None:
                 directives = self._directives_for(scope)
                 if directives:
-                    outer._add_directives(directives)
+                    add_directives(outer, directives)
             await self.app(scope, receive, send)
             return
+        if self._find_shutdown:
+            self._find_shutdown = False
+            hook_twisted_shutdown(self._drain_for_shutdown)
 
         registry = scope["cleanup"] = CleanupRegistry()
-        registry._send = send
-        registry._receive = receive
-        # Read on every request: as instance values they cost less than as class defaults.
-        registry._entries = None
-        registry._first_message = registry._last_message = None
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
-        directives_for = self._directives_for
-        directives = () if directives_for is None else directives_for(scope)
-        app = self.app
+        directives = () if self._directives_for is None else self._directives_for(scope)
+        responder = _Responder(send, receive)
         started = perf_counter()
         try:
-            await app(scope, registry._watched_receive, registry._watched_send)
+            await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
-            duration = perf_counter() - started
-            entries = registry._freeze()
-            if registry._nested_directives is not None:
-                directives = _merge_directives(directives, registry._nested_directives)
+            responder.finish()
+            entries = freeze(registry)
+            directives = _with_nested(directives, registry)
             if not entries and not directives:
-                if _is_cancellation(exc) and self._cancelled_natively_without_lifespan():
-                    await self._outlast_phases()
                 raise
-            # No local may keep the exception: with its traceback holding this frame, it
-            # would make a reference cycle.
-            registry._start(scope, exc if isinstance(exc, Exception) else None, duration, exc)
+            # No local may hold the exception: its traceback holds this frame, a cycle.
+            begin_phase(
+                registry,
+                responder.outcome(
+                    scope, exc if isinstance(exc, Exception) else None, perf_counter() - started
+                ),
+                exc,
+            )
+            phase = CleanupPhase(self._config, registry, entries, directives)
             if _is_cancellation(exc):
-                # The phase runs to its end, then the cancellation is delivered.
-                await self._run_inline(registry, entries, directives, cancelled=True)
+                await phase.run()  # to its end; then the cancellation goes on
             else:
-                self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
+                # The server sees the exception at once; the cleanups follow.
+                self._tracker.spawn(phase, phase.run_detached, copy_context())
             raise
-
-        # registry._freeze(), inline on the path every request takes.
-        registry._send = _send_after_return  # see CleanupRegistry._send: frozen now
-        registry._receive = _receive_after_return
-        entries = registry._entries
-        if _lock_held():
-            entries = registry._freeze()
-        if entries is None and not directives:
-            return
-        if registry._nested_directives is not None:
-            directives = _merge_directives(directives, registry._nested_directives)
+        responder.finish()
+        entries = freeze(registry)
+        if added_directives(registry) is not None:
+            directives = _with_nested(directives, registry)
         if not entries and not directives:
             return
-        registry._outcome_fields = (scope, None, perf_counter() - started)  # _start(), inline
-        if registry._is_complete() and not (scope_type == "websocket" and registry._disconnected):
-            carried = self._runner.run_first_steps(entries) if entries else NOT_STARTED
-            if carried is None:  # every dynamic cleanup has run
-                if not directives:
-                    # registry._finish(), inline: the app call ended without an exception.
-                    registry._outcome_fields = registry._outcome = None
-                    return
-                carried = NOT_STARTED
-            await self._run_inline(registry, entries, directives, carried)
+        begin_phase(registry, responder.outcome(scope, None, perf_counter() - started), None)
+        phase = CleanupPhase(self._config, registry, entries, directives)
+        if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
+            await phase.run()
         else:
             # Returning at once lets the server finish or abort the response as it would
-            # without us; the cleanups must not hold that up. So too when the client closed a
-            # websocket: granian answers the close only when the app call returns.
-            self._scheduler.spawn(self._runner.run_phase(registry, entries, directives))
-
-    async def _run_inline(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        carried: Any = NOT_STARTED,
-        *,
-        cancelled: bool = False,
-    ) -> None:
-        """Run the phase in the request's task; ``run_phase`` holds back a cancellation of
-        the task until the phase has finished. ``cancelled``: the app call ended with the
-        task's cancellation, which the caller delivers afterwards."""
-        scheduler = self._scheduler
-        number = scheduler.started()
-        try:
-            await self._runner.run_phase(registry, entries, directives, carried)
-        except asyncio.CancelledError:
-            scheduler.finished(number)
-            if self._cancelled_natively_without_lifespan():
-                await self._outlast_phases()
-            raise
-        except BaseException:
-            scheduler.finished(number)
-            raise
-        scheduler.finished(number)
-        if cancelled and self._cancelled_natively_without_lifespan():
-            await self._outlast_phases()
-
-    def _cancelled_natively_without_lifespan(self) -> bool:
-        """Whether the request's task, just cancelled, was cancelled natively (not by an anyio
-        scope) with no lifespan seen: daphne shutting down, which cancels every request's task
-        and waits only until the first of them ends."""
-        return not self._lifespan_seen and anyio.current_effective_deadline() != -math.inf
-
-    async def _outlast_phases(self) -> None:
-        """For daphne's shutdown: wait, within ``shutdown_timeout`` and whatever cancellation
-        comes meanwhile, for the phases running now (and the async cleanups they leave
-        behind), then for the sync cleanups phases left in worker threads."""
-        bound = self.shutdown_timeout
-        started = perf_counter()
-        await self._scheduler.outlast(bound)
-        if bound is not None:
-            bound = max(0.0, bound - (perf_counter() - started))
-        await self._pool.outlast_left_behind(bound)
+            # without us. So too when the client closed a websocket: granian answers the
+            # close only when the app call returns.
+            self._tracker.spawn(phase, phase.run_detached, copy_context())
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
@@ -236,25 +182,18 @@ class CleanupMiddleware:
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
         ``shutdown_timeout``.
         """
-        scheduler = self._scheduler
-        while True:
-            await scheduler.drain()
-            # A phase left its sync cleanups behind before it finished: they come after it.
-            await self._pool.wait_left_behind()
-            if not scheduler.active:
-                return
+        await self._tracker.drain()
 
     async def _drain_for_shutdown(self) -> None:
-        """``drain()`` within ``shutdown_timeout``; then shutdown goes on, with a WARNING if
-        anything was still running (a sync cleanup left in its daemon thread is cut off when
-        the process exits; an async one is cancelled again when the server stops its loop)."""
+        """``drain()`` within ``shutdown_timeout``; past it, nothing of the middleware holds
+        the server any more (a sync cleanup left in its daemon thread is cut off when the
+        process exits), and a WARNING says what was still running."""
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
-        scheduler = self._scheduler
-        abandoned = scheduler.left_behind
-        phases = scheduler.active - abandoned
-        threads = self._pool.left_behind
+        tracker = self._tracker
+        phases, abandoned, threads = tracker.phases, tracker.left_behind, self._pool.left_behind
         if phases or abandoned or threads:
+            tracker.release()
             logger.warning(
                 "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left"
                 " running past their timeout and %d sync cleanup(s) still in worker threads"
@@ -266,8 +205,96 @@ class CleanupMiddleware:
             )
 
 
-def _merge_directives(own: tuple[Directive, ...], nested: list[Directive]) -> tuple[Directive, ...]:
+class _Responder:
+    """Passes one request's messages on, watching how the response goes."""
+
+    __slots__ = ("_receive", "_send", "closed_by_client", "disconnected", "first", "last")
+
+    def __init__(self, send: Send, receive: Receive) -> None:
+        self._send = send
+        self._receive = receive
+        # The first message (the response start; websocket: a denial's start, the accept or
+        # the close) and the last one handed to the server's send.
+        self.first: Message | None = None
+        self.last: Message | None = None
+        self.disconnected = False
+        self.closed_by_client = False  # the client closed the websocket
+
+    async def send(self, message: Message) -> None:
+        if self.first is None and message["type"] != "http.response.debug":
+            self.first = message
+        # Noted before the await: a disconnect the server reports while still in send()
+        # (hypercorn ends the stream there) then comes after the last message, and a
+        # cancellation that interrupts send() does not undo what went out.
+        previous, self.last = self.last, message
+        try:
+            await self._send(message)
+        except Exception:
+            # It did not go out: a client that went away, unless the response was already
+            # complete (then the app sent past its end).
+            self.last = previous
+            if self._send is not _send_after_return and not self.complete():
+                self.disconnected = True
+            raise
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            if not self.complete():
+                self.disconnected = True
+        elif kind == "websocket.disconnect" and not self.complete():
+            self.disconnected = self.closed_by_client = True
+        return message
+
+    def finish(self) -> None:
+        """The app call is over: let go of the server's send and receive."""
+        self._send = _send_after_return
+        self._receive = _receive_after_return
+
+    def complete(self) -> bool:
+        """Whether the response's last message went out (websocket: the close, either way)."""
+        message = self.last
+        if message is not None:
+            kind = message["type"]
+            if kind == "http.response.body":  # the common case first
+                if message.get("more_body"):
+                    return False
+                return self.first is None or not self.first.get("trailers")
+            if (
+                kind == "websocket.close"
+                or kind == "http.response.pathsend"
+                or (kind == "http.response.trailers" and not message.get("more_trailers"))
+                or (kind == "websocket.http.response.body" and not message.get("more_body"))
+                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
+            ):
+                return True
+        return self.closed_by_client
+
+    def outcome(
+        self, scope: Scope, exception: Exception | None, duration: float
+    ) -> partial[Outcome]:
+        """What builds the request's ``Outcome`` when first asked for."""
+        start = self.first
+        status = start["status"] if start is not None and start["type"] in _START_TYPES else None
+        return partial(
+            Outcome, scope, status, exception, self.complete(), self.disconnected, duration
+        )
+
+
+async def _send_after_return(message: Message) -> None:
+    raise RuntimeError(f"ASGI send() called after the app call returned: {message['type']!r}")
+
+
+async def _receive_after_return() -> Message:
+    raise RuntimeError("ASGI receive() called after the app call returned")
+
+
+def _with_nested(own: tuple[Directive, ...], registry: CleanupRegistry) -> tuple[Directive, ...]:
     """The outer middleware's directives, then those nested middlewares added, each once."""
+    nested = added_directives(registry)
+    if not nested:
+        return own
     seen = set(map(handler_key, own))
     extra = []
     for directive in nested:

@@ -1,16 +1,20 @@
+"""How a request ended (``Outcome``) and what became of each of its cleanups (``CleanupReport``)."""
+
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from ._types import Scope
 
 
-class Outcome(NamedTuple):
+@dataclass(frozen=True, slots=True, repr=False)
+class Outcome:
     """How a request ended, as the middleware saw it.
 
     Built once the app call has finished, for a request that has cleanups to run. Directive
     cleanups receive it as their single argument; dynamic cleanups read it from
-    ``scope["cleanup"].outcome``. Read-only: a named tuple, cheaper to build on every request
-    than a frozen dataclass.
+    ``scope["cleanup"].outcome``. Frozen and not a tuple: it cannot be unpacked, it equals
+    only another ``Outcome``, and later versions may add fields.
     """
 
     scope: Scope
@@ -50,7 +54,8 @@ class Outcome(NamedTuple):
         )
 
 
-class CleanupReport(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
     """What became of one cleanup, for the ``on_complete`` hook."""
 
     cleanup: Callable[..., Any]

@@ -1,150 +1,307 @@
-"""Runs one request's cleanups: freeze-time hand-over, dynamic cleanups LIFO, then directives.
+"""One request's cleanup phase, the same on asyncio and trio.
 
-The work is done by the backend's path: ``_asyncio_phase`` on asyncio (cheap for cleanups that
-do not suspend, immune to native task cancellation), ``_anyio_phase`` elsewhere (trio), whose
-first steps ``_trio_steps`` takes.
+Dynamic cleanups run last registered first, then the directive cleanups, each once. An async
+cleanup runs in a task of its own (on Python 3.12+ started eagerly: one that finishes in its
+first step costs no scheduling), so that it can be abandoned at its timeout and sees a task
+no other request shares. Consecutive sync cleanups share one hop to a worker thread. The
+request's task waits through ``Waiter``, which holds back a cancellation until the phase ends.
 """
 
-import asyncio
 import contextvars
+import inspect
 import logging
-import sys
-import weakref
-from asyncio import _get_running_loop
+import time
+import types
 from collections.abc import Callable
-from logging import DEBUG
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
 
-from ._anyio_phase import AnyioPhase
-from ._asyncio_phase import NOT_STARTED, AsyncioPhase, WorkerTasks, run_first_steps
-from ._calls import CompleteHook, Directive, ErrorHook, PhaseConfig
-from ._scheduling import PhaseScheduler
-from ._threads import WorkerPool
-from .registry import CleanupRegistry, Entry
+import anyio
+import anyio.lowlevel
 
-__all__ = ["CleanupRunner", "CompleteHook", "Directive", "ErrorHook"]
-
-_logger = logging.getLogger("asgi_cleanup")
-# PhaseConfig.observing(), in parts bound once for the per-request path: isEnabledFor() is
-# asked only when the answer it caches (cleared, not replaced, when levels change) is not
-# already False.
-_debug_enabled = _logger.isEnabledFor
-_level_cache = getattr(_logger, "_cache", None)
-_cached_enabled: Callable[[int], bool | None] = (
-    _level_cache.get if isinstance(_level_cache, dict) else lambda _: None
+from ._backend import (
+    CleanupTask,
+    Waiter,
+    guarded,
+    loop_caller,
+    start_task,
+    task_error,
+    unshield,
 )
-# _trio_steps.run_first_steps, once a phase has run with no asyncio loop and trio imported.
-_trio_first_steps: Callable[[list[Entry]], Any] | None = None
+from ._describe import describe_request, is_async_callable
+from ._log import (
+    log_failure,
+    log_fatal,
+    log_hook_failure,
+    log_phase,
+    log_timeout,
+    suspended_traceback,
+    timeout_error,
+)
+from ._sync_run import SyncJob
+from ._threads import WorkerPool
+from ._tracker import PhaseTracker
+from .outcome import CleanupReport, Outcome
+from .registry import CleanupRegistry, Directive, Entry, end_phase, hold_outcome
+
+logger = logging.getLogger("asgi_cleanup")
+
+ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
+CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]
+
+# How long past its timeout a cancelled cleanup may take to stop before it is left behind.
+ABANDON_GRACE = 1.0
 
 
-def _load_trio_first_steps() -> Callable[[list[Entry]], Any] | None:
-    """``_trio_steps.run_first_steps``, imported now if trio is (it needs trio)."""
-    global _trio_first_steps
-    if "trio" in sys.modules:
-        from ._trio_steps import run_first_steps as _trio_first_steps
-    return _trio_first_steps
+@dataclass(frozen=True)
+class PhaseConfig:
+    """A middleware's settings for its cleanup phases."""
+
+    timeout: float | None
+    pool: WorkerPool
+    tracker: PhaseTracker
+    on_error: ErrorHook | None
+    on_complete: CompleteHook | None
 
 
-class CleanupRunner:
-    """Runs the cleanup phases of one middleware's requests.
+class _TimedOut(NamedTuple):
+    """What a cleanup past its timeout gives: ``where`` it was then, if known."""
 
-    Cleanups run one after another, each once, isolated from the others and bounded by
-    ``timeout``. Failures and timeouts are logged at ERROR on the ``asgi_cleanup`` logger,
-    reported to ``on_error`` if set, and never raised; ``BaseException``s that are not
-    ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) propagate.
-    """
+    where: types.TracebackType | None
 
-    __slots__ = ("__weakref__", "_config", "_dismiss_workers", "_loop", "_on_complete", "_workers")
+
+class CleanupPhase:
+    """Runs one request's cleanups: ``run()`` in the request's task, or ``run_detached()``
+    in a task of its own. Failures and timeouts are logged and go to ``on_error``; a
+    ``BaseException`` that is not an ``Exception`` lets the rest run first."""
 
     def __init__(
         self,
-        timeout: float | None,
-        pool: WorkerPool,
-        scheduler: PhaseScheduler,
-        on_error: ErrorHook | None = None,
-        on_complete: CompleteHook | None = None,
-    ) -> None:
-        self._config = PhaseConfig(timeout, pool, scheduler, on_error, on_complete)
-        self._on_complete = on_complete
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: WorkerTasks | None = None
-        self._dismiss_workers: weakref.finalize[[], CleanupRunner] | None = None
-
-    def run_first_steps(self, entries: list[Entry]) -> Any:
-        """Run, at once, the dynamic cleanups that need no more than that: async cleanups
-        (LIFO) that finish in their first step, when no hook or DEBUG record needs their
-        timings; on asyncio, and on trio (with no cancel scope: see ``_trio_steps``).
-
-        Returns ``None`` if every entry ran, else what to pass to ``run_phase`` as
-        ``carried`` for the rest of the phase.
-        """
-        if self._on_complete is not None or (
-            _cached_enabled(DEBUG) is not False and _debug_enabled(DEBUG)
-        ):
-            return NOT_STARTED
-        loop = _get_running_loop()
-        if loop is None:  # trio
-            first_steps = _trio_first_steps or _load_trio_first_steps()
-            return NOT_STARTED if first_steps is None else first_steps(entries)
-        workers = self._workers
-        if loop is not self._loop or workers is None:
-            workers = self._new_workers(loop)
-        return run_first_steps(loop, workers, entries)
-
-    def _new_workers(self, loop: asyncio.AbstractEventLoop) -> WorkerTasks:
-        """The worker tasks for ``loop``, which becomes this runner's; those of the loop
-        before are dismissed, as these will be when the runner is collected."""
-        if self._dismiss_workers is not None:
-            self._dismiss_workers()  # calls it once, and drops its reference
-        workers = WorkerTasks(loop)
-        self._dismiss_workers = finalizer = weakref.finalize(self, workers.dismiss)
-        finalizer.atexit = False  # at exit the loop is gone or never runs again
-        self._loop, self._workers = loop, workers
-        return workers
-
-    async def run_phase(
-        self,
+        config: PhaseConfig,
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
-        carried: Any = NOT_STARTED,
     ) -> None:
-        """Run the dynamic cleanups (LIFO), then the directive cleanups, with the outcome
-        ``registry._start()`` was given; ``carried`` is what ``run_first_steps`` left.
+        self._config = config
+        self._registry = registry
+        self._entries = entries if entries is not None else []
+        self._later: list[Entry] = []
+        if directives:
+            # Directive cleanups run in the context as it was when the app finished.
+            outcome, context = self._outcome, contextvars.copy_context()
+            self._later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
+        observing = config.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
+        self._reports: list[CleanupReport] | None = [] if observing else None
+        self._waiter: Waiter | None = None  # made when the phase first has to wait
+        self._current: CleanupTask | None = None
+        self._fatal: BaseException | None = None
+        self._detached = False
 
-        The phase is shielded from cancellation: one that arrives meanwhile (a native
-        ``Task.cancel()`` on asyncio too) is delivered once it has finished.
-        """
+    @property
+    def _outcome(self) -> Outcome:
+        outcome = self._registry.outcome
+        assert outcome is not None, "registry.begin_phase() comes before the phase"
+        return outcome
+
+    def _request(self) -> str:
+        return describe_request(self._outcome.scope)
+
+    async def run(self) -> None:
+        """Run the phase in the caller's task, then deliver what it held back: the first
+        ``BaseException`` a cleanup raised, else a cancellation of the task."""
+        tracker = self._config.tracker
+        tracker.started(self)
         try:
-            await self._run_phase(registry, entries, directives, carried)
+            await self._run()
         finally:
-            registry._end_phase()
+            tracker.finished(self)
+            end_phase(self._registry)
+        if self._fatal is not None:
+            raise self._fatal
+        waiter = self._waiter
+        if waiter is not None:
+            if waiter.held is not None:
+                raise waiter.held
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
-    async def _run_phase(
-        self,
-        registry: CleanupRegistry,
-        entries: list[Entry] | None,
-        directives: tuple[Directive, ...],
-        carried: Any,
-    ) -> None:
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            # Trio: cancellation only ever comes through cancel scopes, which the phase's
-            # shielded scopes keep out (from a carried step's scopes too: see _trio_steps).
-            outcome = registry.outcome
-            assert outcome is not None
-            phase = AnyioPhase(outcome, self._config, registry)
-            later: list[Entry] | None = None
-            if directives:
-                # Directive cleanups run in the context as it was when the app finished.
-                context = contextvars.copy_context()
-                later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
-            await phase.run_here(entries, later, None if carried is NOT_STARTED else carried)
-            await phase.complete()
+    async def run_detached(self) -> None:
+        """Run the phase in a task of its own (``PhaseTracker.spawn``): nobody is there to
+        raise anything to, so a ``BaseException`` is logged."""
+        self._detached = True
+        try:
+            await self._run()
+        except BaseException:  # the shutdown's bound passed: cut short, as it should be
+            pass
+        finally:
+            self._config.tracker.finished(self)
+            end_phase(self._registry)
+
+    def release(self) -> None:
+        """Stop holding back cancellation (the shutdown's bound has passed)."""
+        if self._waiter is not None:
+            self._waiter.release()
+        if self._current is not None:
+            unshield(self._current)
+
+    async def _run(self) -> None:
+        entries, later = self._entries, self._later
+        for pending, then in ((entries, later), (later, None)):
+            while pending:
+                if is_async_callable(pending[-1][0]):
+                    await self._run_async(pending.pop())
+                else:
+                    await self._run_sync(pending, then)
+        if self._reports is not None:
+            await self._complete(self._reports)
+
+    async def _run_async(self, entry: Entry) -> None:
+        func, args, kwargs, context = entry
+        began = time.monotonic()
+        try:
+            # Calling an async callable runs none of its code: no context needed yet.
+            awaitable = func(*args, **kwargs)
+        except Exception as exc:  # arguments that do not fit
+            await self._record(func, began, exc)
             return
-        workers = self._workers
-        if loop is not self._loop or workers is None:
-            workers = self._new_workers(loop)
-        await AsyncioPhase(loop, workers, registry, self._config).run_phase(
-            entries, directives, carried
-        )
+        except BaseException as exc:
+            self._fail_fatally(func, exc)
+            return
+        await self._record(func, began, await self._await(awaitable, context, began))
+
+    async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
+        """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
+        timeout; ``None``, what it raised, or a ``_TimedOut``."""
+        task = start_task(guarded(awaitable), context)
+        if task.done():
+            return task_error(task)
+        self._current = task
+        try:
+            return await self._finish(task, began)
+        except BaseException:
+            task.cancel()  # the phase is cut short (the shutdown's bound passed)
+            raise
+        finally:
+            self._current = None
+
+    async def _finish(self, task: CleanupTask, began: float) -> Any:
+        done = anyio.Event()
+        task.add_done_callback(lambda _: done.set())
+        waiter = self._waiter_for_phase()
+        timeout = self._config.timeout
+        if timeout is None:
+            await waiter.wait(done, None)
+            return task_error(task)
+        deadline = began + timeout
+        if await waiter.wait(done, deadline):
+            error = task_error(task)
+            # One that blocked the event loop past its deadline after it last waited overran.
+            return _TimedOut(None) if time.monotonic() >= deadline else error
+        where = suspended_traceback(task.get_coro())
+        task.cancel()
+        if await waiter.wait(done, deadline + min(ABANDON_GRACE, timeout)):
+            task_error(task)  # what it raised once cancelled is its timeout's doing
+        else:
+            # It does not stop when cancelled: it goes on, and drain() waits for it.
+            self._config.tracker.leave_behind(task, hold_outcome(self._registry))
+        return _TimedOut(where)
+
+    def _waiter_for_phase(self) -> Waiter:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = Waiter()
+            if self._config.tracker.released:
+                waiter.release()
+        return waiter
+
+    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
+        """Run the sync cleanups at the end of ``pending`` (then of ``then``) in one worker
+        thread, within the timeout of each."""
+        config = self._config
+        job = SyncJob(pending, then, self._request(), self._reports is not None)
+        done = anyio.Event()
+        job.notify = partial(loop_caller(), done.set)
+        config.pool.submit(job.run)
+        waiter = self._waiter_for_phase()
+        abandoned = where = None
+        timeout = config.timeout
+        if timeout is None:
+            await waiter.wait(done, None)
+        else:
+            while not await waiter.wait(done, job.started_at + timeout):
+                overdue = job.overdue(timeout, config.pool, partial(hold_outcome, self._registry))
+                if overdue is None:  # it finished meanwhile
+                    await waiter.wait(done, None)
+                    break
+                if overdue[1] is not None:
+                    abandoned, where = overdue[1], job.where()
+                    break
+        for func, seconds, error in job.take_results():
+            await self._record(func, time.monotonic() - seconds, error)
+        if abandoned is not None:
+            await self._record(abandoned[0], job.started_at, _TimedOut(where), job.late is not None)
+        elif job.fatal is not None and job.current is not None:
+            self._fail_fatally(job.current[0], job.fatal)
+        elif job.awaitable is not None and job.current is not None:
+            # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
+            func, began = job.current[0], job.started_at
+            await self._record(func, began, await self._await(job.awaitable, job.current[3], began))
+
+    async def _record(
+        self, func: Callable[..., Any], began: float, result: Any, waiting: bool = False
+    ) -> None:
+        """Report a cleanup that ended with ``result`` (``None``, an exception or a
+        ``_TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
+        timed_out = type(result) is _TimedOut
+        if timed_out:
+            timeout = self._config.timeout
+            result = timeout_error(timeout, result.where)
+            log_timeout(func, timeout, self._request(), result, waiting)
+        elif result is not None:
+            if not isinstance(result, Exception) and not _is_loop_cancellation(result):
+                self._fail_fatally(func, result)
+                return
+            log_failure(func, result, self._request())
+        if result is not None and self._config.on_error is not None:
+            await self._call_hook("on_error", self._config.on_error, func, result, self._outcome)
+        if self._reports is not None:
+            seconds = time.monotonic() - began
+            self._reports.append(CleanupReport(func, seconds, result, timed_out))
+
+    def _fail_fatally(self, func: Callable[..., Any], exc: BaseException) -> None:
+        """A ``BaseException``: the rest still run, then the first one is raised."""
+        if self._detached:
+            log_fatal(func, exc, self._request(), "in a phase of its own task")
+        elif self._fatal is None:
+            self._fatal = exc
+
+    async def _complete(self, reports: list[CleanupReport]) -> None:
+        log_phase(reports, self._request())
+        hook = self._config.on_complete
+        if hook is not None:
+            await self._call_hook("on_complete", hook, tuple(reports), self._outcome)
+
+    async def _call_hook(self, role: str, hook: Callable[..., Any], *args: Any) -> None:
+        """Call a sync or async hook on the event loop, within the timeout; log what it
+        raises."""
+        began = time.monotonic()
+        try:
+            result = hook(*args)
+        except Exception as exc:
+            log_hook_failure(role, hook, exc, self._request())
+            return
+        if result is not None and inspect.isawaitable(result):
+            error = await self._await(result, contextvars.copy_context(), began)
+            if type(error) is _TimedOut:
+                timeout = self._config.timeout
+                error = TimeoutError(f"hook timed out after {timeout:g}s").with_traceback(
+                    error.where
+                )
+            if error is not None:
+                log_hook_failure(role, hook, error, self._request())
+
+
+def _is_loop_cancellation(exc: BaseException) -> bool:
+    """A cleanup's own cancellation (it cancelled its task, or raised the class itself): a
+    failure like any other."""
+    return isinstance(exc, anyio.get_cancelled_exc_class())

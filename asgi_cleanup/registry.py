@@ -1,13 +1,19 @@
+"""``CleanupRegistry``, the request's list of cleanups at ``scope["cleanup"]``.
+
+The functions after the class are the phase's side of it (freeze, outcome, nested
+directives): the registry is the user's object, and only this module touches its state.
+"""
+
 import logging
 import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import Context, copy_context
+from functools import partial
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import describe_callable
-from ._types import Message, Receive, Scope, Send
 from .outcome import Outcome
 
 P = ParamSpec("P")
@@ -17,33 +23,13 @@ T = TypeVar("T")
 # (func, args, kwargs, context): as register() received them, and a copy of the context
 # that was current then, which the cleanup runs in.
 Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context]
+Directive = Callable[[Outcome], Any]
 
 logger = logging.getLogger("asgi_cleanup")
 
-# Guards register/unregister against the freeze; held only for a list operation, so one lock
-# shared by every registry costs less than a lock allocated per request.
+# Guards every registry's state against the freeze and worker threads. Held only for a list
+# operation (never while user code runs), so one lock shared by all registries is enough.
 _lock = threading.Lock()
-_acquire = _lock.acquire
-_release = _lock.release
-
-
-async def _send_after_return(message: Message) -> None:
-    raise RuntimeError(f"ASGI send() called after the app call returned: {message['type']!r}")
-
-
-async def _receive_after_return() -> Message:
-    raise RuntimeError("ASGI receive() called after the app call returned")
-
-
-async def _send_without_request(message: Message) -> None:
-    raise RuntimeError("this CleanupRegistry was not made by CleanupMiddleware for a request")
-
-
-async def _receive_without_request() -> Message:
-    raise RuntimeError("this CleanupRegistry was not made by CleanupMiddleware for a request")
-
-
-_START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
 
 
 class CleanupRegistry:
@@ -57,38 +43,12 @@ class CleanupRegistry:
     # Class-level defaults instead of an __init__: a registry is made for every request, and
     # most requests never touch it.
     _entries: list[Entry] | None = None
+    _frozen = False
+    _make_outcome: Callable[[], Outcome] | None = None
     _outcome: Outcome | None = None
-    # Set when cleanups start: the scope, the app's exception and the call's duration. The
-    # Outcome, which adds what the messages told, is built on first use.
-    _outcome_fields: tuple[Scope, Exception | None, float] | None = None
-    _ended_with: BaseException | None = None
-    # Directive cleanups added by CleanupMiddleware instances nested inside the outer one.
-    _nested_directives: list[Callable[[Outcome], Any]] | None = None
-    # How the response went, which the middleware learns by passing the app's messages on
-    # through _watched_send and _watched_receive: the registry does that job too, as one
-    # object per request costs less than a registry plus closures over the same state.
-    # The server's send and receive while the app call runs; then _send_after_return and
-    # _receive_after_return, as the server's objects hold the scope, which holds this
-    # registry: a reference cycle that only the garbage collector would free (so every
-    # request's objects would wait for it). An app that goes on using them after its call
-    # returned gets a clear error. That change is also what freezes the registry: one store
-    # and one cheap read, where a flag of its own would cost more on every request.
-    _send: Send = staticmethod(_send_without_request)
-    _receive: Receive = staticmethod(_receive_without_request)
-    # The first and the last message handed to the server's send. The first is the response
-    # start (http requires it, after the debug information of the http.response.debug
-    # extension if any; websocket: a denial's start, else the accept or the close).
-    # The status and whether the response is complete are worked out from them only when
-    # asked: on every message that would cost more than storing them.
-    _first_message: Message | None = None
-    _last_message: Message | None = None
-    # Sync cleanups the phase left running or queued in worker threads, which may still read
-    # the outcome; and whether the phase is over. The last of them lets go (see _end_phase).
-    _left_behind = 0
-    _phase_over = False
-    # The client closed the websocket (its "websocket.disconnect" ends the exchange).
-    _closed_by_client = False
-    _disconnected = False
+    _ended_with: BaseException | None = None  # the exception that ended the app call
+    _holders = 0  # the phase, and the cleanups it left behind, that may read the outcome
+    _directives: list[Directive] | None = None  # added by nested middlewares
 
     def register(
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -99,23 +59,20 @@ class CleanupRegistry:
         awaited on the event loop; sync ones run in a worker thread. Cleanups run in reverse
         order of registration, each in a copy of the context (``contextvars``) that is
         current now, so request ids and tracing spans set by the app are visible in it.
+        Once cleanups have started, nothing is added: a WARNING names ``func``.
 
-        :raises TypeError: if ``func`` is not callable.
+        :raises TypeError: if ``func`` is not callable, or is a generator or async generator
+            function (calling it would run nothing).
         """
-        if not callable(func):
-            raise TypeError(f"cleanup must be callable, got {func!r} ({type(func).__name__})")
+        check_cleanup(func)
         entry = (func, args, kwargs, copy_context())
-        _acquire()  # a with statement costs five times as much
-        try:
-            if self._send is not _send_after_return:  # not frozen
-                entries = self._entries
-                if entries is None:
+        with _lock:
+            if not self._frozen:
+                if self._entries is None:
                     self._entries = [entry]
                 else:
-                    entries.append(entry)
+                    self._entries.append(entry)
                 return func
-        finally:
-            _release()
         logger.warning(
             "Cleanup %s registered after cleanups started; it will not run",
             describe_callable(func),
@@ -168,7 +125,7 @@ class CleanupRegistry:
         return value
 
     def _check_open(self, method: str, cm: object) -> None:
-        if self._send is _send_after_return:
+        if self._frozen:
             raise RuntimeError(
                 f"{method}() called after cleanups started: {type(cm).__qualname__!r} object "
                 "not entered, as its exit could no longer run"
@@ -180,27 +137,31 @@ class CleanupRegistry:
         No error if it is not registered; no effect once the registry is frozen.
         """
         with _lock:
-            if self._send is not _send_after_return and self._entries:
-                self._entries[:] = [entry for entry in self._entries if entry[0] != func]
+            if self._frozen or not self._entries:
+                return
+            entries = list(self._entries)
+        # Compared outside the lock: a user's __eq__ may do anything, register() included.
+        doomed = {id(entry) for entry in entries if entry[0] == func}
+        if doomed:
+            with _lock:
+                if not self._frozen and self._entries:
+                    self._entries[:] = [e for e in self._entries if id(e) not in doomed]
 
     @property
     def frozen(self) -> bool:
         """``False`` until cleanups start, ``True`` from then on."""
-        return self._send is _send_after_return
+        return self._frozen
 
     @property
     def outcome(self) -> Outcome | None:
-        """How the request ended, for the cleanups: ``None`` until they start, and again
-        once they have all finished."""
+        """How the request ended, for the cleanups: ``None`` until they start; then the
+        request's :class:`~asgi_cleanup.Outcome` for as long as any of its cleanups runs (one
+        left behind past its timeout included); ``None`` again once the last has ended."""
         outcome = self._outcome
         if outcome is None:
-            fields = self._outcome_fields
-            if fields is not None:
-                scope, exception, duration = fields
-                status, complete, disconnected = self._response()
-                outcome = self._outcome = Outcome(
-                    scope, status, exception, complete, disconnected, duration
-                )
+            make = self._make_outcome
+            if make is not None:
+                outcome = self._outcome = make()
         return outcome
 
     def __len__(self) -> int:
@@ -209,141 +170,71 @@ class CleanupRegistry:
         return 0 if entries is None else len(entries)
 
     def __repr__(self) -> str:
-        state = "frozen" if self.frozen else "open"
+        state = "frozen" if self._frozen else "open"
         return f"<CleanupRegistry {state}, {len(self)} pending>"
 
-    def _freeze(self) -> list[Entry] | None:
-        """Close the registry and hand over its entries; the caller pops them as they run.
 
-        Lets go of the server's send and receive too (see ``_send``).
-        """
-        self._send = _send_after_return
-        self._receive = _receive_after_return
-        if _lock.locked():
-            # A register() may be past its check of frozen: let it finish first. One that
-            # takes the lock from now on sees the registry frozen.
-            with _lock:
-                return self._entries
-        return self._entries
+def check_cleanup(func: object) -> None:
+    """Raise ``TypeError`` if ``func`` cannot be a cleanup."""
+    if not callable(func):
+        raise TypeError(f"cleanup must be callable, got {func!r} ({type(func).__name__})")
 
-    def _start(
-        self,
-        scope: Scope,
-        exception: Exception | None,
-        duration: float,
-        ended_with: BaseException | None = None,
-    ) -> None:
-        """Cleanups start: ``outcome`` becomes the ``Outcome`` of the request's scope, the
-        app's exception and the call's duration, with what the messages told (once the app
-        call is over they no longer change). Context exits receive ``ended_with``, the
-        exception (a cancellation too) that ended the app call."""
-        self._outcome_fields = (scope, exception, duration)
-        self._ended_with = ended_with
 
-    def _finish(self) -> None:
-        """The phase is over: let go of the outcome, which holds the scope (which holds this
-        registry), and of the exception the app call ended with, whose traceback holds the
-        request's frames. Either makes a reference cycle that only the garbage collector
-        frees, and some servers (granian) make it one the collector cannot see. ``outcome``
-        reads ``None`` again from now on.
-        """
-        self._ended_with = None
-        self._outcome_fields = None
-        self._outcome = None
+def freeze(registry: CleanupRegistry) -> list[Entry] | None:
+    """Close ``registry`` and hand over its entries, which the phase pops as they run (so
+    ``len(registry)`` counts those not yet run). A ``register()`` racing this either lands
+    before it, and runs, or after it, and is warned about."""
+    with _lock:
+        registry._frozen = True
+        return registry._entries
 
-    def _end_phase(self) -> None:
-        """The phase is over: ``_finish()`` now, or once the last sync cleanup it left in a
-        worker thread has ended (it may still read the outcome or the exception)."""
-        if self._left_behind:  # only the phase adds to it: 0 stays 0
-            with _lock:
-                self._phase_over = True
-                if self._left_behind:
-                    return
-        self._finish()
 
-    def _leave_behind(self) -> Callable[[], None]:
-        """The phase leaves a sync cleanup in a worker thread: keep the outcome for it; its
-        thread calls what this returns once it has ended."""
-        with _lock:
-            self._left_behind += 1
-        return self._left_ended
+def add_directives(registry: CleanupRegistry, directives: tuple[Directive, ...]) -> None:
+    """Add a nested middleware's directive cleanups to the request's phase."""
+    with _lock:
+        if registry._directives is None:
+            registry._directives = list(directives)
+        else:
+            registry._directives.extend(directives)
 
-    def _left_ended(self) -> None:
-        with _lock:
-            self._left_behind -= 1
-            if self._left_behind or not self._phase_over:
-                return
-        self._finish()
 
-    async def _watched_send(self, message: Message) -> None:
-        if self._first_message is None and message["type"] != "http.response.debug":
-            self._first_message = message
-        # Handed over before the await: a disconnect the server reports while still in
-        # send() (hypercorn ends the stream there) then comes after the last message, and a
-        # cancellation that interrupts send() does not undo what went out.
-        previous = self._last_message
-        self._last_message = message
-        send = self._send
-        try:
-            await send(message)
-        except Exception:
-            # The message did not go out: a client that went away, unless the response was
-            # already complete (then the app sent past its end).
-            self._last_message = previous
-            if send is not _send_after_return and not self._is_complete():
-                self._disconnected = True
-            raise
+def added_directives(registry: CleanupRegistry) -> list[Directive] | None:
+    """The directive cleanups nested middlewares added, if any."""
+    return registry._directives
 
-    async def _watched_receive(self) -> Message:
-        receive = self._receive
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.disconnect":
-            if not self._is_complete():
-                self._disconnected = True
-        elif kind == "websocket.disconnect" and not self._is_complete():
-            self._disconnected = self._closed_by_client = True
-        return message
 
-    def _is_complete(self) -> bool:
-        """Whether the response's last message went out (websocket: the close, either way)."""
-        message = self._last_message
-        if message is not None:
-            kind = message["type"]
-            if kind == "http.response.body":  # the common case first
-                if message.get("more_body"):
-                    return False
-                start = self._first_message
-                return start is None or not start.get("trailers")
-            if (
-                kind == "websocket.close"
-                or kind == "http.response.pathsend"
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
-                or (kind == "websocket.http.response.body" and not message.get("more_body"))
-                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-            ):
-                return True
-        return self._closed_by_client
+def begin_phase(
+    registry: CleanupRegistry, make_outcome: Callable[[], Outcome], ended_with: BaseException | None
+) -> None:
+    """Cleanups start: ``outcome`` reads ``make_outcome()`` (built on first use), and
+    context exits receive ``ended_with``, until ``end_phase`` and every ``hold_outcome``
+    have been let go of."""
+    registry._make_outcome = make_outcome
+    registry._ended_with = ended_with
+    registry._holders = 1
 
-    def _response(self) -> tuple[int | None, bool, bool]:
-        """The response as the app left it: status, complete, client disconnected."""
-        start = self._first_message
-        status = None
-        if start is not None and start["type"] in _START_TYPES:
-            status = start["status"]
-        return status, self._is_complete(), self._disconnected
 
-    def _add_directives(self, directives: tuple[Callable[[Outcome], Any], ...]) -> None:
-        """Add a nested middleware's directive cleanups to this request's phase."""
-        with _lock:
-            if self._nested_directives is None:
-                self._nested_directives = list(directives)
-            else:
-                self._nested_directives.extend(directives)
-            if self._entries is None:
-                # The middleware skips the phase when _entries is None and it has no
-                # directives of its own; an empty list makes it look further.
-                self._entries = []
+def end_phase(registry: CleanupRegistry) -> None:
+    """The phase is over; the outcome is let go of once nothing left behind holds it."""
+    _let_go(registry)
+
+
+def hold_outcome(registry: CleanupRegistry) -> Callable[[], None]:
+    """Keep the outcome for a cleanup the phase leaves behind; call what this returns (from
+    any thread) once it has ended."""
+    with _lock:
+        registry._holders += 1
+    return partial(_let_go, registry)
+
+
+def _let_go(registry: CleanupRegistry) -> None:
+    # The outcome holds the scope, which holds the registry: a cycle that only the garbage
+    # collector would free, as would the exception's traceback through the request's frames.
+    with _lock:
+        registry._holders -= 1
+        if registry._holders:
+            return
+        registry._make_outcome = registry._outcome = registry._ended_with = None
 
 
 class _ContextExit:

@@ -1,14 +1,17 @@
+import asyncio
 import contextlib
 import contextvars
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from raw import call, http_scope, respond
+from raw import app_registering, call, http_scope, respond
 
 from asgi_cleanup import CleanupMiddleware
 from asgi_cleanup._types import Receive, Scope, Send
@@ -313,3 +316,104 @@ async def test_sqlite_transaction_commits_after_success_and_rolls_back_after_err
     await middleware.drain()
     with contextlib.closing(sqlite3.connect(path)) as check:
         assert check.execute("SELECT COUNT(*) FROM orders").fetchone() == (rows,)
+
+
+@pytest.mark.anyio
+async def test_each_request_s_cleanups_run_in_tasks_no_other_request_shares() -> None:
+    # Task-keyed state (SQLAlchemy's async_scoped_session(scopefunc=current_task)) must not
+    # mix requests: the task a cleanup sees is never one another request's cleanups run in.
+    seen: dict[str, list[int]] = {}
+    both_running = anyio.Event()
+    arrived: list[str] = []
+
+    async def cleanup(rid: str) -> None:
+        seen.setdefault(rid, []).append(anyio.get_current_task().id)
+        arrived.append(rid)
+        if len(arrived) == 2:
+            both_running.set()
+        with anyio.fail_after(2):
+            await both_running.wait()
+        seen[rid].append(anyio.get_current_task().id)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(cleanup, scope["path"])
+        for message in respond():
+            await send(message)
+
+    middleware = CleanupMiddleware(app)
+    request_tasks: list[int] = []
+
+    async def one(path: str) -> None:
+        request_tasks.append(anyio.get_current_task().id)
+        await call(middleware, http_scope(path))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "/a")
+        tg.start_soon(one, "/b")
+
+    (a_before, a_after), (b_before, b_after) = seen["/a"], seen["/b"]
+    assert a_before == a_after
+    assert b_before == b_after
+    assert a_before != b_before
+    assert not {a_before, b_before} & set(request_tasks)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cleanup_cancelling_its_own_task_fails_alone_and_the_next_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+
+    async def cancels_its_task_and_returns() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        ran.append("cancelling")
+
+    async def suspends_next() -> None:
+        await anyio.sleep(0.05)
+        ran.append("next")
+
+    middleware = CleanupMiddleware(
+        app_registering(suspends_next, cancels_its_task_and_returns), timeout=1
+    )
+    with anyio.fail_after(3):
+        await call(middleware)  # the request is not cancelled by it
+        await middleware.drain()
+
+    assert ran == ["cancelling", "next"]
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "cancels_its_task_and_returns failed" in record.getMessage()
+    assert record.exc_info is not None
+    assert record.exc_info[0] is asyncio.CancelledError
+
+
+@pytest.mark.anyio
+async def test_outcome_is_readable_by_a_cleanup_left_behind_past_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.05)
+    seen: list[object] = []
+
+    async def stubborn(registry: Any) -> None:
+        end = time.monotonic() + 0.3
+        with anyio.CancelScope(shield=True):
+            while end > time.monotonic():
+                # On asyncio the timeout's native cancellation goes through anyio's shield.
+                with contextlib.suppress(anyio.get_cancelled_exc_class()):
+                    await anyio.sleep(end - time.monotonic())
+        seen.append(registry.outcome)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(stubborn, scope["cleanup"])
+        for message in respond(204):
+            await send(message)
+
+    middleware = CleanupMiddleware(app, timeout=0.05)
+    with anyio.fail_after(3):
+        await call(middleware)
+        await middleware.drain()
+
+    (outcome,) = seen
+    assert getattr(outcome, "status", None) == 204

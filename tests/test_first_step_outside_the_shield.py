@@ -1,6 +1,5 @@
-"""An async cleanup's first step runs before the phase's shield (on trio, with no cancel scope
-at all); one that suspends is still shielded from every cancellation from then on, also when it
-suspended inside cancel scopes of its own, and its timeout still applies (SPEC 2.6)."""
+"""An async cleanup that suspends, outside or inside cancel scopes of its own, is shielded from
+every cancellation of the request, and its timeout still applies (SPEC 2.6)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import pytest
 from raw import app_registering, call, http_scope, respond
 
 from asgi_cleanup import CleanupMiddleware
-from asgi_cleanup._anyio_phase import AnyioPhase
 from asgi_cleanup._types import Receive, Scope, Send
 
 pytestmark = pytest.mark.anyio
@@ -80,65 +78,6 @@ def scope_kind(request: pytest.FixtureRequest, anyio_backend: str) -> str:
     if kind.startswith("trio.") and anyio_backend != "trio":
         pytest.skip("a trio scope needs trio")
     return kind
-
-
-async def test_trio_cleanups_finishing_in_their_first_step_run_with_no_phase_scope(
-    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No shielded scope, no AnyioPhase: the cleanups see the request's own deadline, and
-    # still run LIFO, once each, in the context they were registered in.
-    if anyio_backend != "trio":
-        pytest.skip("the trio fast path")
-    import trio
-
-    async def no_phase(*args: Any) -> None:
-        raise AssertionError("the phase ran: the first steps were not taken at once")
-
-    monkeypatch.setattr(AnyioPhase, "run_here", no_phase)
-    ran: list[tuple[str, str, float]] = []
-
-    def cleanup(name: str) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            ran.append((name, request_id.get(), trio.current_effective_deadline()))
-
-        return run
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        for name in ("first", "second", "third"):
-            request_id.set(name)
-            scope["cleanup"].register(cleanup(name))
-        for message in respond():
-            await send(message)
-
-    deadline = trio.current_time() + 100
-    with trio.CancelScope(deadline=deadline):
-        await call(CleanupMiddleware(app))
-    assert ran == [(name, name, deadline) for name in ("third", "second", "first")]
-
-
-async def test_trio_without_the_internals_the_first_step_runs_in_the_shield(
-    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Where trio's cancel statuses cannot be read (another trio), the shield is opened
-    # before the first step, as it was before the fast path.
-    if anyio_backend != "trio":
-        pytest.skip("the trio fallback")
-    import trio
-
-    from asgi_cleanup import _trio_steps
-
-    monkeypatch.setattr(_trio_steps, "_run_context", None)
-    seen: list[float] = []
-
-    async def cleanup() -> None:
-        seen.append(trio.current_effective_deadline())
-        with trio.move_on_after(5):
-            await trio.sleep(0.01)
-        seen.append(trio.current_effective_deadline())
-
-    with trio.CancelScope(deadline=trio.current_time() + 100):
-        await call(CleanupMiddleware(app_registering(cleanup), timeout=None))
-    assert seen == [float("inf"), float("inf")]
 
 
 async def test_cleanup_suspending_outside_any_scope_of_its_own_survives_an_outer_cancel(

@@ -188,36 +188,3 @@ async def test_a_base_exception_from_an_abandoned_sync_cleanup_is_logged(
     assert "exits_the_process_late raised SystemExit after it was abandoned" in record.getMessage()
     assert record.exc_info is not None
     assert type(record.exc_info[1]) is SystemExit
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_without_lifespan_a_natively_cancelled_request_waits_for_threads() -> None:
-    # daphne: no lifespan, and at shutdown it cancels every request task, stopping once the
-    # first has ended. So that ending waits for a sync cleanup another phase left in a thread.
-    import asyncio
-
-    blocked = Blocked()
-    log = blocked.log
-
-    async def short_cleanup() -> None:
-        await anyio.sleep(0.1)
-        log.append("short cleanup ended")
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["cleanup"].register(
-            blocked.blocking if scope["path"] == "/blocking" else short_cleanup
-        )
-        for message in respond():
-            await send(message)
-
-    middleware = CleanupMiddleware(app, thread_limit=1, timeout=0.1)
-    with anyio.fail_after(5):
-        await call(middleware, http_scope("/blocking"))  # its cleanup is left in the thread
-        task = asyncio.create_task(call(middleware, http_scope("/short")))
-        await asyncio.sleep(0.05)
-        task.cancel()  # natively, mid-phase, as daphne does
-        asyncio.get_running_loop().call_later(0.3, blocked.release.set)
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        log.append("request task ended")
-    assert log == ["short cleanup ended", "blocking returned", "request task ended"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import threading
 import time
 from typing import Any
 
@@ -32,7 +30,7 @@ async def test_expired_asyncio_timeout_entered_in_the_first_step_lets_the_cleanu
     # async_timeout, or asyncio.timeout_at(a past deadline)): asyncio schedules the
     # cancellation of the current task with call_soon. The current task is the worker, still
     # parked on its inbox, so the cancellation kills the worker before it takes the job.
-    monkeypatch.setattr("asgi_cleanup._asyncio_phase.ABANDON_GRACE", 0.1)
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.1)
     ran: list[str] = []
 
     async def budget_spent() -> None:
@@ -169,111 +167,3 @@ async def test_first_steps_driver_survives_suspending_and_failing_cleanups_acros
     assert ran == ["a2", "suspends", "a1", "b2", "b1", "c2", "c1"]
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [str(r.exc_info[1]) for r in failures if r.exc_info] == ["first step failed"]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_middleware_dropped_while_its_loop_runs_lets_its_idle_worker_tasks_end(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # An app built per test or per sub-app inside one long-running loop: its idle worker
-    # tasks wait on futures only they hold, so without the middleware they would be garbage
-    # while pending ("Task was destroyed but it is pending!").
-    async def suspends() -> None:
-        await asyncio.sleep(0)
-
-    middleware = CleanupMiddleware(app_registering(suspends))
-    await call(middleware)
-    workers = middleware._runner._workers
-    assert workers is not None
-    tasks = [worker.task for worker in workers.idle]
-    assert tasks
-    del middleware, workers
-    gc.collect()
-    await asyncio.wait(tasks, timeout=1)
-    assert all(task.done() for task in tasks)
-    assert not any(task.cancelled() or task.exception() for task in tasks)
-    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_middleware_served_from_a_new_loop_dismisses_the_old_loops_idle_workers() -> None:
-    async def suspends() -> None:
-        await asyncio.sleep(0)
-
-    middleware = CleanupMiddleware(app_registering(suspends))
-    old_tasks: list[asyncio.Task[Any]] = []
-
-    async def in_another_loop() -> None:
-        await call(middleware)
-        assert middleware._runner._workers is not None
-        old_tasks.extend(worker.task for worker in middleware._runner._workers.idle)
-
-    # A loop that keeps running in its own thread, as a second server's would.
-    other = asyncio.new_event_loop()
-    thread = threading.Thread(target=other.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(in_another_loop(), other).result(2)
-        assert old_tasks
-        assert not any(task.done() for task in old_tasks)
-        await call(middleware)  # this loop's workers replace the other loop's
-        asyncio.run_coroutine_threadsafe(asyncio.wait(old_tasks, timeout=1), other).result(2)
-        assert all(task.done() and not task.cancelled() for task in old_tasks)
-    finally:
-        other.call_soon_threadsafe(other.stop)
-        thread.join(2)
-        other.close()
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_phase_going_on_in_an_old_loop_leaves_no_idle_worker_behind_there() -> None:
-    # The middleware moved to this loop while a phase still ran in the other: that phase's
-    # next cleanup needs an idle worker there, which must end once the run gave it back.
-    in_first = threading.Event()
-    go_on = threading.Event()
-
-    async def first() -> None:  # registered last: runs first, until this loop was served
-        await asyncio.sleep(0)  # its phase is set up when it goes on (in a worker task)
-        in_first.set()
-        await asyncio.to_thread(go_on.wait, 2)
-
-    async def second() -> None:
-        pass
-
-    async def suspends() -> None:
-        await asyncio.sleep(0)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        for cleanup in (second, first) if scope["path"] == "/old" else (suspends,):
-            scope["cleanup"].register(cleanup)
-        for message in respond():
-            await send(message)
-
-    async def pending_workers() -> list[asyncio.Task[Any]]:
-        await asyncio.sleep(0.01)  # what the loop was given to do first is done
-        return [
-            task
-            for task in asyncio.all_tasks()
-            if getattr(task.get_coro(), "__qualname__", "") == "_Worker._serve"
-        ]
-
-    middleware = CleanupMiddleware(app, timeout=None)
-    other = asyncio.new_event_loop()
-    thread = threading.Thread(target=other.run_forever, daemon=True)
-    thread.start()
-    try:
-        served = asyncio.run_coroutine_threadsafe(call(middleware, http_scope("/old")), other)
-        assert await anyio.to_thread.run_sync(in_first.wait, 2)
-        await call(middleware, http_scope("/new"))  # this loop's workers replace the other's
-        go_on.set()
-        await anyio.to_thread.run_sync(served.result, 2)
-        left = asyncio.run_coroutine_threadsafe(pending_workers(), other)
-        assert await anyio.to_thread.run_sync(left.result, 2) == []
-    finally:
-        go_on.set()
-        other.call_soon_threadsafe(other.stop)
-        thread.join(2)
-        other.close()

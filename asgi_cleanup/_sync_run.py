@@ -7,14 +7,15 @@ import sys
 import threading
 import time
 import types
+from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from ._calls import frames_traceback, is_async_callable
-from ._describe import describe_callable
+from ._describe import describe_callable, is_async_callable
+from ._log import frames_traceback
 from ._threads import WorkerPool
-from .registry import CleanupRegistry, Entry
+from .registry import Entry
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -55,7 +56,7 @@ class SyncJob:
         self.fatal: BaseException | None = None
         self.notify: Callable[[], Any] = _noop
         # (cleanup, seconds, exception or None) of each cleanup the thread saw to its end.
-        self._results: list[tuple[Callable[..., Any], float, Exception | None]] = []
+        self._results: list[tuple[Callable[..., Any], float, BaseException | None]] = []
         self._request = request
         self.record_successes = record_successes
 
@@ -64,19 +65,19 @@ class SyncJob:
             return self.pending
         return self.then or None
 
-    def take_results(self) -> list[tuple[Callable[..., Any], float, Exception | None]]:
+    def take_results(self) -> list[tuple[Callable[..., Any], float, BaseException | None]]:
         with self.lock:
             results, self._results = self._results, []
             return results
 
     def overdue(
-        self, timeout: float, pool: WorkerPool, registry: CleanupRegistry
+        self, timeout: float, pool: WorkerPool, hold: Callable[[], Callable[[], None]]
     ) -> tuple[float, Entry | None] | None:
         """Seconds left before the running cleanup overruns ``timeout``; or, when it has, abandon
         the job and return ``(0, entry)``: the cleanup given up (``None`` if the job finished).
         If no thread had started the job, that cleanup becomes ``late``: the thread runs it.
-        An abandoned job is counted as left behind in ``pool`` until it ends, and ``registry``
-        keeps the request's outcome for it until then."""
+        An abandoned job is counted as left behind in ``pool`` until it ends, and ``hold()``
+        keeps the request's outcome for it until then (it returns what lets go of it)."""
         with self.lock:
             if self.finished:
                 return None
@@ -86,7 +87,7 @@ class SyncJob:
             self.abandoned = True
             # Nobody waits for the job's end now but drain() and the lifespan shutdown: under
             # the lock, so that run() (which sets finished under it) calls this in its place.
-            self.notify = partial(_both, pool.leave_behind(), registry._leave_behind())
+            self.notify = partial(_both, pool.leave_behind(), hold())
             if self.current is not None:
                 return 0, self.current
             source = self._source()
@@ -136,7 +137,7 @@ class SyncJob:
     def _run(self) -> None:
         lock = self.lock
         # What the cleanup just run gave, recorded with the next pop under one lock.
-        done: tuple[Callable[..., Any], float, Exception | None] | None = None
+        done: tuple[Callable[..., Any], float, BaseException | None] | None = None
         late = False
         while True:
             with lock:
@@ -161,7 +162,7 @@ class SyncJob:
             try:
                 # Unpacking an empty kwargs still builds a dict: most cleanups have none.
                 result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
-            except Exception as exc:
+            except (Exception, CancelledError) as exc:  # its own CancelledError: a failure
                 done = (func, time.monotonic() - began, exc)
                 if late:
                     break
