@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 from ._handlers import Resolver, callable_reference, check_callable
 from ._matching import Entry, Handler, Host, Location, Matcher, parse_host_pattern
-from ._options import validate_thread_limit, validate_timeout
+from ._options import timeout_range, validate_thread_limit, validate_timeout
 from .errors import SettingsError
 
 OPTION_NAMES: tuple[str, ...] = (
@@ -120,7 +120,8 @@ class Loader:
                 self.fail(self.top, str(exc), name)
             # The validator's wording is for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
-            problem = f"must be a number of seconds >= 0, or {no_limit} for no limit"
+            seconds = f"a number of seconds {timeout_range(name)}"
+            problem = f"must be {seconds}, or {no_limit} for no limit"
             self.fail(self.top, f"{problem}; got {_kind(value)}", name)
 
     def hook(self, name: str, value: object) -> Handler | None:

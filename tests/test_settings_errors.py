@@ -440,7 +440,7 @@ def test_syntax_error_in_handler_module_gives_file_and_line(
     [
         pytest.param(
             'timeout = "5"',
-            "key 'timeout': must be a number of seconds >= 0, or false for no limit; "
+            "key 'timeout': must be a number of seconds > 0, or false for no limit; "
             "got a string ('5')",
             id="timeout-string",
         ),
@@ -452,15 +452,21 @@ def test_syntax_error_in_handler_module_gives_file_and_line(
         ),
         pytest.param(
             "timeout = true",
-            "key 'timeout': must be a number of seconds >= 0, or false for no limit; "
+            "key 'timeout': must be a number of seconds > 0, or false for no limit; "
             "got a boolean (True)",
             id="timeout-true",
         ),
         pytest.param(
             "timeout = nan",
-            "key 'timeout': must be a number of seconds >= 0, or false for no limit; "
+            "key 'timeout': must be a number of seconds > 0, or false for no limit; "
             "got a float (nan)",
             id="timeout-nan",
+        ),
+        pytest.param(
+            "timeout = 0",
+            "key 'timeout': must be a number of seconds > 0, or false for no limit; "
+            "got an integer (0)",
+            id="timeout-zero",
         ),
         pytest.param(
             "thread_limit = 0",
@@ -509,7 +515,7 @@ def test_bad_option_value(tmp_path: Path, line: str, problem: str) -> None:
     [
         pytest.param(
             {"timeout": "x"},
-            "top level, key 'timeout': must be a number of seconds >= 0, or None or False "
+            "top level, key 'timeout': must be a number of seconds > 0, or None or False "
             "for no limit; got a string ('x')",
             id="timeout-string",
         ),
