@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ._handlers import Resolver, callable_reference, check_callable, handler_key
-from ._loader import HOOK_ARITY, OPTION_NAMES, PYPROJECT_TABLE, Loader, read_toml, subject
+from ._loader import HOOK_ARITY, OPTION_NAMES, Loader, subject
 from ._matching import DirectivesFor, Entry, Handler, Matcher
 from ._options import validate_thread_limit, validate_timeout
+from ._reading import PYPROJECT_TABLE, read_toml
+from ._toml_lines import Lines
 
 
 def validate_hook(name: str, value: object) -> Callable[..., object] | None:
@@ -135,8 +137,9 @@ def load_settings(source: str | os.PathLike[str] | Mapping[str, Any]) -> Setting
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         if not isinstance(path, str):
             raise TypeError(f"settings must be a path or a mapping, not {type(source).__name__}")
-        data, top = read_toml(path)
-        name, loader = path, Loader(path, top, toml=True)
+        data, top, text = read_toml(path)
+        prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
+        name, loader = path, Loader(path, top, toml=True, lines=Lines(text, prefix, data))
     options, matcher = loader.load(data)
     return Settings(name, options, matcher)
 

@@ -70,7 +70,7 @@ def test_check_subprocess_prints_the_settings_error_to_stderr_and_exits_1(tmp_pa
     result = run_cli("check", "cleanup.toml", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        "cleanup.toml: top level: unknown key 'handlerz'; did you mean 'handlers'?\n"
+        "cleanup.toml:1: top level: unknown key 'handlerz'; did you mean 'handlers'?\n"
     )
 
 
