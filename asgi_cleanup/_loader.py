@@ -10,7 +10,8 @@ from typing import Any, NoReturn, TypeVar
 
 from ._describe import safe_repr
 from ._handlers import Resolver, callable_reference, check_callable
-from ._matching import Entry, Handler, Host, Location, Matcher, parse_host_pattern
+from ._hosts import parse_host_pattern
+from ._matching import Entry, Handler, Host, Location, Matcher
 from ._options import timeout_range, validate_thread_limit, validate_timeout
 from ._reading import kind_of
 from ._toml_lines import Lines

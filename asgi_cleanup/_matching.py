@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from ._handlers import handler_key
+from ._hosts import host_matches, normalize_host
 from ._types import Scope
 
 Handler = Callable[..., object]
@@ -36,61 +37,6 @@ MAX_CACHED_PATH = 512
 #: that it never compares with a header's bytes (``b"a" == "a"`` warns under ``python -b``);
 #: or ``None`` with neither.
 HostKey = bytes | tuple[str] | None
-
-
-def normalize_host(value: str) -> str:
-    """A Host header value (or server address) as compared with ``[[host]]`` names.
-
-    Lower-cased, the port removed (``example.com:8000`` → ``example.com``,
-    ``[::1]:8000`` → ``::1``), IPv6 brackets removed, a trailing dot (fully qualified
-    name) removed. A bare IPv6 address without brackets is kept whole.
-    """
-    host = value.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        host = host[1:end] if end != -1 else host[1:]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.rstrip(".")
-
-
-def parse_host_pattern(name: str) -> str:
-    """Validate and normalise a ``[[host]]`` ``name`` (or a location's ``host``).
-
-    Lower-cased, a trailing dot removed. ``"*.example.com"`` is a wildcard for any name
-    below ``example.com``; ``"[::1]"`` and ``"::1"`` are the same IPv6 literal.
-
-    :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
-        but as the whole first label.
-    """
-    host = name.lower()
-    if not host or any(c.isspace() or c == "/" for c in host):
-        raise ValueError("is not a host name")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif host.count(":") == 1:
-        raise ValueError("must not include a port: hosts are compared with the port removed")
-    wildcard = host.startswith("*.")
-    rest = host[2:] if wildcard else host
-    if "*" in rest:
-        raise ValueError("may only use '*' as its whole first label, as in '*.example.com'")
-    rest = rest.rstrip(".")
-    if not rest:
-        raise ValueError("is not a host name")
-    return "*." + rest if wildcard else rest
-
-
-def host_matches(pattern: str, host: str | None) -> bool:
-    """Whether a normalised host matches a pattern from :func:`parse_host_pattern`.
-
-    ``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
-    ``example.com``. No host (``None``) matches nothing.
-    """
-    if host is None:
-        return False
-    if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
-    return host == pattern
 
 
 def route_path(path: str, root_path: str) -> str:
@@ -329,5 +275,14 @@ def _host_from_key(key: HostKey) -> str | None:
     if key is None:
         return None
     raw = key[0] if isinstance(key, tuple) else key
-    host = normalize_host(raw.decode("latin-1") if isinstance(raw, bytes) else raw)
+    host = normalize_host(header_text(raw) if isinstance(raw, bytes) else raw)
     return host or None
+
+
+def header_text(raw: bytes) -> str:
+    """A Host header's text: UTF-8 where it is (a client that sends a Unicode name as is),
+    else Latin-1 as HTTP has it."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
