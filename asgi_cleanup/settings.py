@@ -100,6 +100,13 @@ class Settings:
         """
         return self._matcher.explain(host, path, root_path)
 
+    def dropped(
+        self, host: str | None, path: str, root_path: str = ""
+    ) -> list[tuple[Entry, Entry]]:
+        """What :meth:`explain` leaves out for such a request, a handler listed again in a
+        matching context: each ``(entry dropped, entry kept of the same handler)``."""
+        return self._matcher.dropped(host, path, root_path)
+
     def summary(self) -> str:
         """One line: how many handlers and contexts, and the options set."""
         matcher = self._matcher
