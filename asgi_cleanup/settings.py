@@ -107,20 +107,25 @@ class Settings:
         matching context: each ``(entry dropped, entry kept of the same handler)``."""
         return self._matcher.dropped(host, path, root_path)
 
-    def summary(self) -> str:
-        """One line: how many handlers and contexts, and the options set."""
+    @property
+    def distinct_handlers(self) -> int:
+        """How many different handlers the source names, in all its contexts."""
         matcher = self._matcher
         every = [
             *matcher.server,
             *(entry for host in matcher.hosts for entry in host.entries),
             *(entry for location in matcher.locations for entry in location.entries),
         ]
-        distinct = len({handler_key(entry[1]) for entry in every})
+        return len({handler_key(entry[1]) for entry in every})
+
+    def summary(self) -> str:
+        """One line: how many handlers and contexts, and the options set."""
+        matcher = self._matcher
         parts = [
             _count(len(matcher.server), "server-wide handler"),
             _count(len(matcher.hosts), "host"),
             _count(len(matcher.locations), "location"),
-            _count(distinct, "distinct handler"),
+            _count(self.distinct_handlers, "distinct handler"),
         ]
         options = ", ".join(f"{k}={_option_text(v)}" for k, v in self.options.items())
         return ", ".join(parts) + (f"; options: {options}" if options else "")
