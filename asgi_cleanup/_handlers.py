@@ -16,7 +16,10 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from types import MethodType
+from types import MethodType, ModuleType
+
+from ._describe import cut, describe_value, is_generator_callable, safe_repr
+from .errors import SettingsError
 
 DEFAULT_ATTRIBUTE = "cleanuphandler"
 
@@ -88,31 +91,70 @@ def handler_key(handler: object) -> object:
 def _import(module_name: str, attr_path: str) -> object:
     try:
         obj: object = importlib.import_module(module_name)
+    except SettingsError:
+        # The module built a middleware of its own whose settings failed (often these very
+        # settings, through a circular import): that message already says it all, once.
+        raise
     except ModuleNotFoundError as exc:
         # Missing module (or a parent package) versus a missing dependency of the module:
         # the second is an error inside the handler's code, reported as such.
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise ValueError(f"cannot import module {module_name!r}: {exc}") from exc
-        raise ValueError(
-            f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    except Exception as exc:
-        raise ValueError(
-            f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    owner = f"module {module_name!r}"
+            raise ValueError(
+                f"cannot import module {safe_repr(module_name)}: {_text(exc)}"
+            ) from exc
+        raise ValueError(_raised(module_name, exc)) from exc
+    except BaseException as exc:
+        # SystemExit (sys.exit() at import) and KeyboardInterrupt included: a module that
+        # cannot be imported is a bad reference, never a silent exit (SPEC 4).
+        raise ValueError(_raised(module_name, exc)) from exc
+    owner = f"module {safe_repr(module_name)}"
     walked: list[str] = []
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
-        except AttributeError:
-            hint = ""
-            if attr_path == DEFAULT_ATTRIBUTE:
-                hint = " (a reference without ':' means the module's cleanuphandler)"
-            raise ValueError(f"{owner} has no attribute {part!r}{hint}") from None
+        except Exception:
+            raise ValueError(
+                f"{owner} has no attribute {safe_repr(part)}{_hint(obj, attr_path)}"
+            ) from None
         walked.append(part)
-        owner = repr(f"{module_name}:{'.'.join(walked)}")
+        owner = safe_repr(f"{module_name}:{'.'.join(walked)}")
     return obj
+
+
+def _raised(module_name: str, exc: BaseException) -> str:
+    return f"importing module {safe_repr(module_name)} raised {type(exc).__name__}: {_text(exc)}"
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return cut(str(exc), 500)
+    except Exception:
+        return "(its message cannot be shown)"
+
+
+def _hint(owner: object, attr_path: str) -> str:
+    if isinstance(owner, ModuleType) and being_imported(owner):
+        return (
+            " yet: the module is still being imported (its code is running, further up: a "
+            "circular import, as when it builds the middleware, or imports the module that "
+            "does, before it defines the handler). Define handlers above the middleware's "
+            "construction, or in a module that does not import the app's module"
+        )
+    if attr_path == DEFAULT_ATTRIBUTE:
+        return " (a reference without ':' means the module's cleanuphandler)"
+    return ""
+
+
+def being_imported(module: ModuleType) -> bool:
+    """Whether ``module``'s top-level code is running in this thread's stack: it is partly
+    initialised, and names it defines further down do not exist yet."""
+    namespace = vars(module)
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_globals is namespace and frame.f_code.co_name == "<module>":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def check_callable(obj: object, positional: int) -> Callable[..., object]:
@@ -122,13 +164,19 @@ def check_callable(obj: object, positional: int) -> Callable[..., object]:
     types) only ``callable()`` is checked. Extra parameters with defaults, ``*args`` and
     optional keyword-only parameters are fine; a required keyword-only parameter is not.
 
-    :raises TypeError: if ``obj`` is not callable, or its signature cannot bind the arguments.
+    :raises TypeError: if ``obj`` is not callable, is a generator or async generator function
+        (also as a ``functools.partial`` or an object's ``__call__``), or its signature cannot
+        bind the arguments.
     """
     if not callable(obj):
-        raise TypeError(f"not callable (it is {type(obj).__name__} {_short_repr(obj)})")
+        raise TypeError(f"not callable (it is {describe_value(obj, 60)})")
+    if is_generator_callable(obj):
+        raise TypeError(
+            "is a generator or async generator function: calling it would run none of its code"
+        )
     try:
         signature = inspect.signature(obj)
-    except (TypeError, ValueError):
+    except Exception:  # unreadable, or an object whose attributes raise (LocalProxy)
         return obj
     try:
         signature.bind(*range(positional))
@@ -148,11 +196,10 @@ def _parameters(signature: inspect.Signature) -> str:
 
 def callable_reference(func: Callable[..., object]) -> str:
     """``module:qualname`` for a callable given directly rather than by reference."""
-    module = getattr(func, "__module__", None) or "?"
-    name = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}:{name}"
-
-
-def _short_repr(obj: object) -> str:
-    text = repr(obj)
-    return text if len(text) <= 60 else text[:57] + "..."
+    try:
+        module = getattr(func, "__module__", None) or "?"
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        text = f"{module}:{name}"
+    except Exception:  # attributes that raise (an unbound LocalProxy): its type names it
+        text = f"{type(func).__module__}:{type(func).__qualname__}"
+    return cut(text)

@@ -4,9 +4,7 @@ Everything that does not depend on the request is computed when the settings loa
 request's host selects a *plan* (the server-wide and host handlers, already ordered and
 deduplicated, plus the locations that can apply under that host); a plan's locations are
 then matched against the route path. Plans are shared by every host that matches the same
-contexts. In front of both steps sits one cache of answers keyed by what the request
-brings, ``root_path``, the raw host and ``path`` (nested dicts, in that order: no key to
-build), so a repeated request costs a look at its first header and three dict lookups.
+contexts. In front of both steps sits one cache of answers (:mod:`asgi_cleanup._answers`).
 Every cache is bounded.
 """
 
@@ -15,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from ._answers import MAX_CACHED_PATH, by_host_and_path, constant, path_only, route_path
 from ._handlers import handler_key
+from ._hosts import host_matches, normalize_host
 from ._types import Scope
 
 Handler = Callable[..., object]
@@ -23,85 +23,8 @@ Handler = Callable[..., object]
 Entry = tuple[str, Handler, str]
 DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
 
-# Every cache is keyed by request data a client controls, so every one is bounded: when
-# full it is cleared rather than evicted entry by entry, which keeps the hit path a dict
-# lookup; and a key with a part longer than MAX_CACHED_PATH is not kept at all.
-HOST_CACHE_SIZE = 1024
+#: Plans' path caches (see ``_answers`` for the bounds every cache keeps).
 PATH_CACHE_SIZE = 2048
-#: Answers by raw request data (root_path, host, path), in front of the two caches above.
-ANSWER_CACHE_SIZE = 2048
-MAX_CACHED_PATH = 512
-
-#: How a request's host is keyed: the raw Host header value; the server's host, tagged so
-#: that it never compares with a header's bytes (``b"a" == "a"`` warns under ``python -b``);
-#: or ``None`` with neither.
-HostKey = bytes | tuple[str] | None
-
-
-def normalize_host(value: str) -> str:
-    """A Host header value (or server address) as compared with ``[[host]]`` names.
-
-    Lower-cased, the port removed (``example.com:8000`` → ``example.com``,
-    ``[::1]:8000`` → ``::1``), IPv6 brackets removed, a trailing dot (fully qualified
-    name) removed. A bare IPv6 address without brackets is kept whole.
-    """
-    host = value.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        host = host[1:end] if end != -1 else host[1:]
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.rstrip(".")
-
-
-def parse_host_pattern(name: str) -> str:
-    """Validate and normalise a ``[[host]]`` ``name`` (or a location's ``host``).
-
-    Lower-cased, a trailing dot removed. ``"*.example.com"`` is a wildcard for any name
-    below ``example.com``; ``"[::1]"`` and ``"::1"`` are the same IPv6 literal.
-
-    :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
-        but as the whole first label.
-    """
-    host = name.lower()
-    if not host or any(c.isspace() or c == "/" for c in host):
-        raise ValueError("is not a host name")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif host.count(":") == 1:
-        raise ValueError("must not include a port: hosts are compared with the port removed")
-    wildcard = host.startswith("*.")
-    rest = host[2:] if wildcard else host
-    if "*" in rest:
-        raise ValueError("may only use '*' as its whole first label, as in '*.example.com'")
-    rest = rest.rstrip(".")
-    if not rest:
-        raise ValueError("is not a host name")
-    return "*." + rest if wildcard else rest
-
-
-def host_matches(pattern: str, host: str | None) -> bool:
-    """Whether a normalised host matches a pattern from :func:`parse_host_pattern`.
-
-    ``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
-    ``example.com``. No host (``None``) matches nothing.
-    """
-    if host is None:
-        return False
-    if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
-    return host == pattern
-
-
-def route_path(path: str, root_path: str) -> str:
-    """``path`` less a ``root_path`` prefix, exactly as Starlette's ``get_route_path``."""
-    if not root_path or not path.startswith(root_path):
-        return path
-    if path == root_path:
-        return ""
-    if path[len(root_path)] == "/":
-        return path[len(root_path) :]
-    return path
 
 
 class Host(NamedTuple):
@@ -129,14 +52,22 @@ class Location(NamedTuple):
 
 def dedupe(entries: Iterable[Entry]) -> list[Entry]:
     """Keep each handler (see ``handler_key``) at its first place only."""
-    seen: set[object] = set()
+    return dedupe_reporting(entries)[0]
+
+
+def dedupe_reporting(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Entry]]]:
+    """``dedupe``, and each entry dropped with the kept entry of the same handler."""
+    first: dict[object, Entry] = {}
     kept: list[Entry] = []
+    dropped: list[tuple[Entry, Entry]] = []
     for entry in entries:
         key = handler_key(entry[1])
-        if key not in seen:
-            seen.add(key)
+        if key in first:
+            dropped.append((entry, first[key]))
+        else:
+            first[key] = entry
             kept.append(entry)
-    return kept
+    return kept, dropped
 
 
 class _Plan:
@@ -174,6 +105,7 @@ class Matcher:
     def __init__(
         self, server: Sequence[Entry], hosts: Sequence[Host], locations: Sequence[Location]
     ) -> None:
+        self.listed_server = tuple(server)
         self.server = tuple(dedupe(server))
         self.hosts = tuple(hosts)
         # Broader before narrower; sorted() is stable, so ties stay in file order.
@@ -202,132 +134,32 @@ class Matcher:
         normalized = normalize_host(host) if host else None
         return list(self.plan(normalized or None).entries(route_path(path, root_path)))
 
+    def dropped(
+        self, host: str | None, path: str, root_path: str = ""
+    ) -> list[tuple[Entry, Entry]]:
+        """The entries ``explain`` leaves out as duplicates, each with the kept entry of the
+        same handler."""
+        normalized = normalize_host(host) if host else None
+        route = route_path(path, root_path)
+        listed = [
+            *self.listed_server,
+            *(e for h in self.hosts if host_matches(h.pattern, normalized) for e in h.entries),
+            *(
+                e
+                for loc in self.locations
+                if (loc.host is None or host_matches(loc.host, normalized)) and loc.matches(route)
+                for e in loc.entries
+            ),
+        ]
+        return dedupe_reporting(listed)[1]
+
     def build(self) -> DirectivesFor:
         """The per-request function: ``scope -> tuple of handlers`` in run order."""
         if not self.hosts and not self.locations:
-            return _constant(self.server_handlers())
+            return constant(self.server_handlers())
         if not self.uses_host:
-            return _path_only(self.plan(None))
-        return _by_host_and_path(self.plan)
+            return path_only(self.plan(None))
+        return by_host_and_path(self.plan)
 
     def server_handlers(self) -> tuple[Handler, ...]:
         return tuple(entry[1] for entry in self.server)
-
-
-def _constant(handlers: tuple[Handler, ...]) -> DirectivesFor:
-    def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        return handlers
-
-    return directives_for
-
-
-def _path_only(plan: _Plan) -> DirectivesFor:
-    # root_path -> path -> handlers
-    answers: dict[str, dict[str, tuple[Handler, ...]]] = {}
-    size = 0  # of the inner entries, all of them
-
-    def resolve(scope: Scope) -> tuple[Handler, ...]:
-        nonlocal size
-        path: str = scope["path"]
-        root_path: str = scope.get("root_path") or ""
-        by_path = answers.get(root_path)
-        handlers = by_path.get(path) if by_path is not None else None
-        if handlers is not None:
-            return handlers
-        handlers = plan.lookup(route_path(path, root_path))
-        if len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH:
-            if size >= ANSWER_CACHE_SIZE:
-                answers.clear()
-                size = 0
-                by_path = None
-            if by_path is None:
-                by_path = answers[root_path] = {}
-            by_path[path] = handlers
-            size += 1
-        return handlers
-
-    def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        try:  # costs nothing until something raises
-            return answers[scope["root_path"]][scope["path"]]
-        except KeyError:
-            return resolve(scope)
-
-    return directives_for
-
-
-def _by_host_and_path(plan_for: Callable[[str | None], _Plan]) -> DirectivesFor:
-    plans: dict[HostKey, _Plan] = {}
-    # root_path -> host key -> path -> handlers
-    answers: dict[str, dict[HostKey, dict[str, tuple[Handler, ...]]]] = {}
-    size = 0  # of the innermost entries, all of them
-
-    def resolve(scope: Scope) -> tuple[Handler, ...]:
-        nonlocal size
-        path: str = scope["path"]
-        root_path: str = scope.get("root_path") or ""
-        host = _host_key(scope)
-        by_host = answers.get(root_path)
-        by_path = by_host.get(host) if by_host is not None else None
-        handlers = by_path.get(path) if by_path is not None else None
-        if handlers is not None:
-            return handlers
-        # Only the client's strings count: the server's host is not client data.
-        cacheable = (
-            len(path) <= MAX_CACHED_PATH
-            and len(root_path) <= MAX_CACHED_PATH
-            and not (isinstance(host, bytes) and len(host) > MAX_CACHED_PATH)
-        )
-        plan = plans.get(host)
-        if plan is None:
-            plan = plan_for(_host_from_key(host))
-            if cacheable:
-                if len(plans) >= HOST_CACHE_SIZE:
-                    plans.clear()
-                plans[host] = plan
-        handlers = plan.lookup(route_path(path, root_path)) if plan.locations else plan.base
-        if cacheable:
-            if size >= ANSWER_CACHE_SIZE:
-                answers.clear()
-                size = 0
-                by_host = by_path = None
-            if by_host is None:
-                by_host = answers[root_path] = {}
-            if by_path is None:
-                by_path = by_host[host] = {}
-            by_path[path] = handlers
-            size += 1
-        return handlers
-
-    def directives_for(scope: Scope) -> tuple[Handler, ...]:
-        # The cache hit, in one try block (it costs nothing until something raises): the
-        # Host header is looked for first where nearly every client puts it. Whatever is
-        # missing or unusual, and a miss, goes to resolve(), which reads the scope with care.
-        try:
-            name, host = scope["headers"][0]
-            if name != b"host":
-                host = _host_key(scope)
-            return answers[scope["root_path"]][host][scope["path"]]
-        except (LookupError, TypeError, ValueError):
-            return resolve(scope)
-
-    return directives_for
-
-
-def _host_key(scope: Scope) -> HostKey:
-    """The first ``host`` header's raw value; without one (or with an empty one), the server's
-    host."""
-    for name, value in scope.get("headers", ()):
-        if name == b"host":
-            if value:
-                return value  # type: ignore[no-any-return]
-            break
-    server = scope.get("server")
-    return (server[0],) if server else None
-
-
-def _host_from_key(key: HostKey) -> str | None:
-    if key is None:
-        return None
-    raw = key[0] if isinstance(key, tuple) else key
-    host = normalize_host(raw.decode("latin-1") if isinstance(raw, bytes) else raw)
-    return host or None

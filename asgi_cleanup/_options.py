@@ -3,20 +3,30 @@
 import math
 from typing import Any
 
+# A per-cleanup timeout of 0 would time every cleanup out before it starts; a shutdown bound
+# of 0 is a real choice: do not wait for cleanups at shutdown.
+_POSITIVE = frozenset({"timeout"})
+
 
 def validate_timeout(name: str, value: Any) -> float | None:
-    """A non-negative number of seconds, or ``None`` for no limit.
+    """A number of seconds, or ``None`` for no limit: ``timeout`` must be > 0, other
+    timeouts (``shutdown_timeout``) >= 0.
 
     :raises TypeError: for anything but ``None``, an ``int`` or a ``float`` (``bool`` too).
-    :raises ValueError: for a negative number or NaN.
+    :raises ValueError: for a number out of range, or NaN.
     """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds or None, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and name in _POSITIVE):
+        raise ValueError(f"{name} must be {timeout_range(name)} seconds or None, got {value!r}")
     return None if math.isinf(value) else float(value)
+
+
+def timeout_range(name: str) -> str:
+    """``"> 0"`` or ``">= 0"``: the seconds a timeout option takes."""
+    return "> 0" if name in _POSITIVE else ">= 0"
 
 
 def validate_thread_limit(value: Any) -> int:

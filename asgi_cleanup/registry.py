@@ -13,7 +13,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from ._describe import describe_callable
+from ._describe import check_cleanup, describe_callable
 from .outcome import Outcome
 
 P = ParamSpec("P")
@@ -172,12 +172,6 @@ class CleanupRegistry:
     def __repr__(self) -> str:
         state = "frozen" if self._frozen else "open"
         return f"<CleanupRegistry {state}, {len(self)} pending>"
-
-
-def check_cleanup(func: object) -> None:
-    """Raise ``TypeError`` if ``func`` cannot be a cleanup."""
-    if not callable(func):
-        raise TypeError(f"cleanup must be callable, got {func!r} ({type(func).__name__})")
 
 
 def freeze(registry: CleanupRegistry) -> list[Entry] | None:

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ._handlers import Resolver, callable_reference, check_callable, handler_key
-from ._loader import HOOK_ARITY, OPTION_NAMES, PYPROJECT_TABLE, Loader, read_toml, subject
+from ._loader import HOOK_ARITY, OPTION_NAMES, Loader, subject
 from ._matching import DirectivesFor, Entry, Handler, Matcher
 from ._options import validate_thread_limit, validate_timeout
+from ._reading import PYPROJECT_TABLE, read_toml
+from ._toml_lines import Lines
 
 
 def validate_hook(name: str, value: object) -> Callable[..., object] | None:
@@ -98,20 +100,32 @@ class Settings:
         """
         return self._matcher.explain(host, path, root_path)
 
-    def summary(self) -> str:
-        """One line: how many handlers and contexts, and the options set."""
+    def dropped(
+        self, host: str | None, path: str, root_path: str = ""
+    ) -> list[tuple[Entry, Entry]]:
+        """What :meth:`explain` leaves out for such a request, a handler listed again in a
+        matching context: each ``(entry dropped, entry kept of the same handler)``."""
+        return self._matcher.dropped(host, path, root_path)
+
+    @property
+    def distinct_handlers(self) -> int:
+        """How many different handlers the source names, in all its contexts."""
         matcher = self._matcher
         every = [
             *matcher.server,
             *(entry for host in matcher.hosts for entry in host.entries),
             *(entry for location in matcher.locations for entry in location.entries),
         ]
-        distinct = len({handler_key(entry[1]) for entry in every})
+        return len({handler_key(entry[1]) for entry in every})
+
+    def summary(self) -> str:
+        """One line: how many handlers and contexts, and the options set."""
+        matcher = self._matcher
         parts = [
             _count(len(matcher.server), "server-wide handler"),
             _count(len(matcher.hosts), "host"),
             _count(len(matcher.locations), "location"),
-            _count(distinct, "distinct handler"),
+            _count(self.distinct_handlers, "distinct handler"),
         ]
         options = ", ".join(f"{k}={_option_text(v)}" for k, v in self.options.items())
         return ", ".join(parts) + (f"; options: {options}" if options else "")
@@ -135,8 +149,9 @@ def load_settings(source: str | os.PathLike[str] | Mapping[str, Any]) -> Setting
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         if not isinstance(path, str):
             raise TypeError(f"settings must be a path or a mapping, not {type(source).__name__}")
-        data, top = read_toml(path)
-        name, loader = path, Loader(path, top, toml=True)
+        data, top, text = read_toml(path)
+        prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
+        name, loader = path, Loader(path, top, toml=True, lines=Lines(text, prefix, data))
     options, matcher = loader.load(data)
     return Settings(name, options, matcher)
 

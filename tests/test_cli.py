@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import asgi_cleanup
 from asgi_cleanup.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_check_subprocess_prints_the_settings_error_to_stderr_and_exits_1(tmp_pa
     result = run_cli("check", "cleanup.toml", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        "cleanup.toml: top level: unknown key 'handlerz'; did you mean 'handlers'?\n"
+        "cleanup.toml:1: top level: unknown key 'handlerz'; did you mean 'handlers'?\n"
     )
 
 
@@ -92,10 +93,12 @@ def test_explain_subprocess_lists_cleanups_in_run_order_with_their_contexts(
     assert result.stdout.splitlines() == [
         "Directive cleanups for host 'api.example.com:8000', path '/admin/reports/q1.csv', "
         "in run order:",
-        "1. settingsapp.db:close_pools    (server-wide)",
-        "2. settingsapp.api:flush_audit   (host[0] *.example.com)",
-        "3. settingsapp.admin             (location[1] /admin)",
-        "4. settingsapp.admin:export_log  (location[0] /admin/reports | .csv)",
+        "1. settingsapp.db:close_pools        (server-wide)",
+        "2. settingsapp.api:flush_audit       (host[0] *.example.com)",
+        "3. settingsapp.admin:cleanuphandler  (location[1] /admin)",
+        "4. settingsapp.admin:export_log      (location[0] /admin/reports | .csv)",
+        "Left out as duplicates (a handler in several matching contexts runs once, first):",
+        "   settingsapp.db:close_pools  (location[1] /admin): the same handler as 1.",
     ]
 
 
@@ -106,8 +109,10 @@ def test_explain_removes_root_path_before_matching_locations(
     assert main([*argv, "--path", "/mount/admin/x", "--root-path", "/mount"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "Directive cleanups for no host, path '/mount/admin/x', root_path '/mount', in run order:",
-        "1. settingsapp.db:close_pools  (server-wide)",
-        "2. settingsapp.admin           (location[1] /admin)",
+        "1. settingsapp.db:close_pools        (server-wide)",
+        "2. settingsapp.admin:cleanuphandler  (location[1] /admin)",
+        "Left out as duplicates (a handler in several matching contexts runs once, first):",
+        "   settingsapp.db:close_pools  (location[1] /admin): the same handler as 1.",
     ]
 
 
@@ -202,3 +207,74 @@ def test_installed_console_script_checks_a_file(tmp_path: Path, settings_file: P
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith(f"{settings_file}: OK: ")
+
+
+# --- issue 17 item 9 and 8, issue 15: CLI edges ---------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--version"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out == f"asgi-cleanup {asgi_cleanup.__version__}\n"
+
+
+def test_explain_shows_a_bare_module_reference_with_the_function_that_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cleanup.toml"
+    path.write_text('handlers = ["settingsapp.admin"]\n', encoding="utf-8")
+    assert main(["explain", str(path), "--app-dir", str(APP_DIR), "--path", "/"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "1. settingsapp.admin:cleanuphandler  (server-wide)"
+    )
+
+
+@pytest.mark.parametrize("option", ["--path", "--root-path"])
+def test_explain_rejects_a_path_without_a_leading_slash(
+    settings_file: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["explain", str(settings_file), "--path", "/admin/x", option, "admin"]
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: {option} must start with '/', as scope paths do: try '/admin'\n"
+    )
+
+
+def test_check_of_an_empty_file_says_it_names_no_handlers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cleanup.toml"
+    path.write_text("", encoding="utf-8")
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out == (
+        f"{path}: OK: 0 server-wide handlers, 0 hosts, 0 locations, 0 distinct handlers\n"
+        "It names no handlers: no directive cleanups will run.\n"
+    )
+
+
+def test_check_failing_to_import_a_module_mentions_app_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cleanup.toml").write_text('handlers = ["h"]\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "cleanup.toml"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "cleanup.toml:1: top level, key 'handlers', entry 'h': cannot import module 'h': "
+        "No module named 'h'",
+        f"hint: handler modules are imported with {tmp_path} first on sys.path; "
+        "pass --app-dir DIR if they live elsewhere",
+    ]
+
+
+def test_check_of_a_missing_relative_path_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", "cleanup.toml"]) == 1
+    assert capsys.readouterr().err == (
+        "cleanup.toml: cannot read settings file: No such file or directory (looked for "
+        f"{tmp_path / 'cleanup.toml'}: relative to the working directory {tmp_path})\n"
+    )

@@ -68,5 +68,13 @@ def test_bad_thread_limits_are_rejected_at_construction(value: Any, error: type[
         CleanupMiddleware(app, thread_limit=value)
 
 
-def test_zero_timeout_is_allowed() -> None:
-    assert CleanupMiddleware(app, timeout=0).timeout == 0.0
+def test_zero_timeout_is_a_value_error() -> None:
+    # A cleanup given 0 s would be timed out before it starts (SPEC 1: timeout > 0 or None).
+    with pytest.raises(ValueError, match=r"timeout must be > 0 seconds or None, got 0"):
+        CleanupMiddleware(app, timeout=0)
+    with pytest.raises(ValueError, match="timeout"):
+        CleanupMiddleware(app, timeout=0.0)
+
+
+def test_zero_shutdown_timeout_is_allowed() -> None:
+    assert CleanupMiddleware(app, shutdown_timeout=0).shutdown_timeout == 0.0

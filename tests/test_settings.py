@@ -568,7 +568,7 @@ def test_a_mapping_takes_none_or_false_for_no_limit_and_a_callable_on_error() ->
         "on_error": on_error,
     }
     assert load_settings({"on_error": None}).options == {"on_error": None}
-    assert load_settings({"timeout": 0}).options == {"timeout": 0.0}
+    assert load_settings({"shutdown_timeout": 0}).options == {"shutdown_timeout": 0.0}
 
 
 def test_settings_and_their_options_are_read_only(tmp_path: Path) -> None:
