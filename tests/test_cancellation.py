@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import pytest
 
 from asgi_cleanup import CleanupMiddleware, Outcome
@@ -414,3 +418,105 @@ async def test_a_request_cancelled_by_a_cancel_scope_does_not_wait_for_others() 
     await asyncio.wait_for(other_task, 2)
 
     assert log == ["short end", "deadline passed", "long end"]
+
+
+async def test_a_cancellation_held_during_the_phase_ends_the_app_call_on_both_backends() -> None:
+    # The cancellation is delivered when the phase ends: the middleware's call itself ends
+    # with it (on trio it used to return normally, the cancellation lost).
+    log: list[str] = []
+    started = anyio.Event()
+    middleware = CleanupMiddleware(complete_response_app(slow_cleanup(log, started)))
+    receive, send, _ = client()
+
+    async def cancel_when_started(scope: anyio.CancelScope) -> None:
+        await started.wait()
+        scope.cancel()
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as request_scope:
+                tg.start_soon(cancel_when_started, request_scope)
+                await middleware(http_scope(), receive, send)
+                log.append("the call returned normally")
+
+    assert request_scope.cancelled_caught
+    assert log == ["cleanup start", "cleanup end"]
+
+
+@pytest.mark.parametrize("cancel", ["cancel-scope", "native"])
+async def test_past_shutdown_timeout_a_phase_no_longer_holds_its_cancellation(
+    anyio_backend_name: str, cancel: str
+) -> None:
+    # SPEC 2.8: the shutdown's bound is absolute, with timeout=None and a sync cleanup that
+    # never returns too. uvicorn cancels its request tasks natively once its graceful
+    # timeout is over, then sends lifespan.shutdown; hypercorn's trio worker cancels scopes.
+    if cancel == "native" and anyio_backend_name != "asyncio":
+        pytest.skip("only asyncio has native task cancellation")
+    release = threading.Event()
+    started = anyio.Event()
+
+    def blocks(notify: Callable[[], None]) -> None:
+        notify()
+        release.wait(10)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        token = anyio.lowlevel.current_token()
+        scope["cleanup"].register(
+            blocks, lambda: anyio.from_thread.run_sync(started.set, token=token)
+        )
+        await send(START)
+        await send(BODY)
+
+    middleware = CleanupMiddleware(app, timeout=None, shutdown_timeout=0.2)
+    receive, send, _ = client()
+    lifespan_messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    shutdown_asked = anyio.Event()
+
+    async def lifespan_receive() -> Message:
+        if len(lifespan_messages) == 1:
+            await shutdown_asked.wait()
+        return lifespan_messages.pop(0)
+
+    async def lifespan_send(message: Message) -> None:
+        pass
+
+    async def request() -> None:
+        await middleware(http_scope(), receive, send)
+
+    try:
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(middleware, {"type": "lifespan"}, lifespan_receive, lifespan_send)
+                if cancel == "native":
+                    task = asyncio.create_task(request())
+                    await started.wait()
+                    task.cancel()  # the server's graceful timeout is over
+                else:
+                    request_scope = anyio.CancelScope()
+                    tg.start_soon(_in_scope, request_scope, request)
+                    await started.wait()
+                    request_scope.cancel()
+                began = anyio.current_time()
+                shutdown_asked.set()
+                if cancel == "native":
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    assert task.cancelled()
+        ended = anyio.current_time()
+    finally:
+        release.set()
+
+    if cancel != "native":
+        assert request_scope.cancelled_caught
+    assert 0.15 <= ended - began < 1.0
+
+
+async def _in_scope(scope: anyio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await run()

@@ -297,3 +297,20 @@ async def test_drain_returns_once_every_spawned_phase_has_finished() -> None:
 async def test_drain_returns_at_once_when_nothing_is_running() -> None:
     with anyio.fail_after(1):
         await CleanupMiddleware(silent_app).drain()
+
+
+async def test_an_app_rejecting_lifespan_is_logged_once_at_info_with_its_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_cleanup")
+    middleware = CleanupMiddleware(django_like_rejecting_app)
+    receive, send, _ = lifespan_server([])
+    with anyio.fail_after(2):
+        await middleware(lifespan_scope(), receive, send)
+
+    [record] = [r for r in caplog.records if r.name == "asgi_cleanup"]
+    assert record.levelno == logging.INFO
+    assert (
+        "ValueError: Django can only handle ASGI/HTTP connections, not lifespan."
+        in record.getMessage()
+    )

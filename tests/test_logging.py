@@ -1,6 +1,9 @@
 import functools
 import logging
+import types
+from collections.abc import Mapping
 
+import anyio
 import pytest
 from raw import call, http_scope, respond
 
@@ -119,3 +122,66 @@ async def test_websocket_failures_are_logged_with_the_websocket_path(
     await CleanupMiddleware(ws_app)(scope, receive, send)
     [record] = error_records(caplog)
     assert "WEBSOCKET /live" in record.getMessage()
+
+
+def rendered_locals(tb: types.TracebackType | None) -> str:
+    """What a formatter or error tracker that records traceback locals (Sentry's default)
+    would ship: every local of every frame, mappings and sequences item by item."""
+
+    def render(value: object, depth: int = 0) -> str:
+        if depth < 4 and isinstance(value, Mapping):
+            return " ".join(f"{k!r}={render(v, depth + 1)}" for k, v in value.items())
+        if depth < 4 and isinstance(value, list | tuple):
+            return " ".join(render(v, depth + 1) for v in value)
+        return repr(value)
+
+    parts = []
+    while tb is not None:
+        parts.extend(render(v) for v in tb.tb_frame.f_locals.values())
+        tb = tb.tb_next
+    return " ".join(parts)
+
+
+@pytest.mark.anyio
+async def test_no_traceback_local_of_a_logged_failure_holds_headers_or_query_string(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.05)
+    scope = http_scope(
+        "/account",
+        query_string=f"token={SECRETS[0]}".encode(),
+        headers=[
+            (b"authorization", f"Bearer {SECRETS[1]}".encode()),
+            (b"cookie", f"session={SECRETS[2]}".encode()),
+        ],
+    )
+
+    async def async_failing() -> None:
+        raise RuntimeError("async cleanup broke")
+
+    async def too_slow() -> None:
+        await anyio.sleep(1)
+
+    def on_error(cleanup: object, exc: BaseException, outcome: object) -> None:
+        raise RuntimeError("on_error broke")
+
+    async def on_complete(reports: object, outcome: object) -> None:
+        raise RuntimeError("on_complete broke")
+
+    async def failing_app(scope: Scope, receive: Receive, send: Send) -> None:
+        for cleanup in (failing_cleanup, async_failing, too_slow):
+            scope["cleanup"].register(cleanup)
+        for message in respond():
+            await send(message)
+
+    middleware = CleanupMiddleware(
+        failing_app, timeout=0.1, on_error=on_error, on_complete=on_complete
+    )
+    await call(middleware, scope)
+    records = error_records(caplog)
+    assert len(records) == 7  # three cleanups, an on_error call for each, on_complete
+    for record in records:
+        assert record.exc_info is not None
+        text = rendered_locals(record.exc_info[2])
+        for secret in SECRETS:
+            assert secret not in text, record.getMessage()

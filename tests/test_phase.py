@@ -450,3 +450,104 @@ async def test_awaitable_from_a_sync_cleanup_run_late_is_closed_and_logged(
         ), messages
     finally:
         release.set()
+
+
+class CustomBaseError(BaseException):
+    pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit, GeneratorExit, CustomBaseError])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_base_exception_lets_the_remaining_cleanups_run_then_the_first_propagates(
+    raised: type[BaseException], kind: str
+) -> None:
+    ran: list[str] = []
+
+    def sync_raising() -> None:
+        ran.append("raising")
+        raise raised
+
+    async def async_raising() -> None:
+        ran.append("raising")
+        raise raised
+
+    async def later_one() -> None:
+        ran.append("later async")
+
+    def later_two() -> None:
+        ran.append("later sync")
+
+    def second_raising() -> None:
+        ran.append("second raising")
+        raise CustomBaseError("second")
+
+    first = sync_raising if kind == "sync" else async_raising
+    middleware = CleanupMiddleware(
+        app_registering((later_two,), (second_raising,), (later_one,), (first,))
+    )
+    with pytest.raises(raised):
+        await call(middleware)
+    assert ran == ["raising", "later async", "second raising", "later sync"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # trio's Cancelled is trio's own
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_cleanup_raising_the_loop_s_cancellation_class_failed_and_cancels_nothing(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    ran: list[str] = []
+
+    def sync_cancelled() -> None:
+        raise asyncio.CancelledError
+
+    async def async_cancelled() -> None:
+        raise asyncio.CancelledError
+
+    def after() -> None:
+        ran.append("after")
+
+    middleware = CleanupMiddleware(
+        app_registering((after,), (sync_cancelled if kind == "sync" else async_cancelled,))
+    )
+    await call(middleware)  # not cancelled
+    await anyio.lowlevel.checkpoint()  # nor later
+    assert ran == ["after"]
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "cancelled failed" in record.getMessage()
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, CustomBaseError])
+def test_trio_a_base_exception_in_a_phase_of_its_own_is_logged_not_a_trio_crash(
+    raised: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    import trio
+
+    ran: list[str] = []
+
+    async def raising() -> None:
+        raise raised
+
+    async def later() -> None:
+        ran.append("later")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(later)
+        scope["cleanup"].register(raising)
+        raise RuntimeError("the app failed: the phase runs in a task of its own")
+
+    async def main() -> None:
+        middleware = CleanupMiddleware(app)
+        with pytest.raises(RuntimeError, match="the app failed"):
+            await call(middleware)
+        await middleware.drain()
+
+    trio.run(main)  # no TrioInternalError
+    assert ran == ["later"]
+    assert any(
+        f"raised {raised.__name__} in a phase of its own task" in r.getMessage()
+        for r in caplog.records
+    )

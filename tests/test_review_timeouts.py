@@ -127,3 +127,68 @@ async def test_cleanup_that_blocks_past_its_deadline_after_waiting_is_reported_a
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("blocks_after_waiting timed out after 0.05s" in m for m in errors), errors
     assert reported == [TimeoutError]
+
+
+@pytest.mark.parametrize("hook", ["on_error", "on_complete"])
+async def test_a_hook_that_shields_itself_is_bounded_by_the_timeout(
+    hook: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.05)
+
+    async def shielded_hook(*args: Any) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.5)
+
+    async def failing() -> None:
+        raise RuntimeError("for on_error")
+
+    middleware = CleanupMiddleware(app_registering(failing), timeout=0.1, **{hook: shielded_hook})
+    began = time.monotonic()
+    with anyio.fail_after(2):
+        await call(middleware)
+    assert time.monotonic() - began < 0.4  # not the hook's 0.5 s
+
+
+async def test_an_awaitable_from_a_sync_cleanup_gets_what_is_left_of_its_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def second_half() -> None:
+        await anyio.sleep(0.2)
+
+    def first_half() -> Any:
+        time.sleep(0.2)
+        return second_half()
+
+    middleware = CleanupMiddleware(app_registering(first_half), timeout=0.3)
+    began = time.monotonic()
+    with anyio.fail_after(2):
+        await call(middleware)
+    assert time.monotonic() - began < 0.38  # 0.3 s in all, not 0.2 s + a fresh 0.3 s
+    assert any("first_half timed out after 0.3s" in r.getMessage() for r in caplog.records)
+
+
+def test_trio_timeouts_still_apply_to_a_phase_of_its_own_once_the_main_task_returned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A server's shutdown ends trio's main task with such a phase still running: each
+    # cleanup is still cut at its timeout, and the timeout is logged when it happens.
+    import trio
+
+    async def long() -> None:
+        await trio.sleep(3)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(long)
+        scope["cleanup"].register(long)
+        raise RuntimeError("the phase runs in a task of its own")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await call(CleanupMiddleware(app, timeout=0.2))
+
+    began, began_at = time.monotonic(), time.time()
+    trio.run(main)
+    assert time.monotonic() - began < 1.5  # 2 × 0.2 s, not 2 × 3 s
+    timeouts = [r for r in caplog.records if "timed out after 0.2s" in r.getMessage()]
+    assert len(timeouts) == 2
+    assert timeouts[0].created - began_at < 0.6
