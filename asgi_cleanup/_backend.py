@@ -43,7 +43,7 @@ def start_task(coro: Coroutine[Any, Any, Any], context: Context) -> CleanupTask:
 def task_error(task: CleanupTask) -> BaseException | None:
     """What a finished task of ``guarded()`` raised (its own cancellation included) or
     returned, or ``None``."""
-    if isinstance(task, _TrioTask):
+    if type(task) is _TrioTask:
         return task.error
     assert isinstance(task, asyncio.Task)
     if task.cancelled():
@@ -51,8 +51,7 @@ def task_error(task: CleanupTask) -> BaseException | None:
             task.result()
         except asyncio.CancelledError as exc:
             return exc
-    error = task.exception()
-    return error if error is not None else task.result()
+    return task.exception() or task.result()
 
 
 async def guarded(awaitable: Awaitable[Any]) -> BaseException | None:

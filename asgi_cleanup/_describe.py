@@ -81,6 +81,8 @@ def is_generator_callable(func: Any) -> bool:
     """Whether calling ``func`` gives a generator or an async generator, which would run
     nothing: generator functions, objects whose ``__call__`` is one, and ``functools.partial``
     of either. ``False`` where looking raises."""
+    if type(func) is types.FunctionType and not func.__dict__:  # the common case, as above
+        return bool(func.__code__.co_flags & _CO_GENERATORS)
     try:
         return _through_call(
             _unwrap_partial(func),

@@ -148,43 +148,45 @@ class CleanupPhase:
         entries, later = self._entries, self._later
         for pending, then in ((entries, later), (later, None)):
             while pending:
-                if is_async_callable(pending[-1][0]):
-                    await self._run_async(pending.pop())
-                else:
+                if not is_async_callable(pending[-1][0]):
                     await self._run_sync(pending, then)
+                    continue
+                func, args, kwargs, context = pending.pop()
+                began = time.monotonic()
+                try:
+                    # Calling an async callable runs none of its code: no context needed yet.
+                    awaitable = func(*args, **kwargs)
+                except Exception as exc:  # arguments that do not fit
+                    result: Any = exc
+                except BaseException as exc:
+                    self._fail_fatally(func, exc)
+                    continue
+                else:
+                    task = start_task(guarded(awaitable), context)
+                    # Most end in their first step: no await at all then.
+                    result = task_error(task) if task.done() else await self._finish(task, began)
+                if result is not None or self._reports is not None:
+                    await self._record(func, began, result)
         if self._reports is not None:
             await self._complete(self._reports)
-
-    async def _run_async(self, entry: Entry) -> None:
-        func, args, kwargs, context = entry
-        began = time.monotonic()
-        try:
-            # Calling an async callable runs none of its code: no context needed yet.
-            awaitable = func(*args, **kwargs)
-        except Exception as exc:  # arguments that do not fit
-            await self._record(func, began, exc)
-            return
-        except BaseException as exc:
-            self._fail_fatally(func, exc)
-            return
-        await self._record(func, began, await self._await(awaitable, context, began))
 
     async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
         """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
         timeout; ``None``, what it raised, or a ``_TimedOut``."""
         task = start_task(guarded(awaitable), context)
-        if task.done():
-            return task_error(task)
+        return task_error(task) if task.done() else await self._finish(task, began)
+
+    async def _finish(self, task: CleanupTask, began: float) -> Any:
         self._current = task
         try:
-            return await self._finish(task, began)
+            return await self._wait_for(task, began)
         except BaseException:
-            task.cancel()  # the phase is cut short (the shutdown's bound passed)
+            unshield(task)  # the phase is cut short: the shutdown's bound has passed
             raise
         finally:
             self._current = None
 
-    async def _finish(self, task: CleanupTask, began: float) -> Any:
+    async def _wait_for(self, task: CleanupTask, began: float) -> Any:
         done = anyio.Event()
         task.add_done_callback(lambda _: done.set())
         waiter = self._waiter_for_phase()
