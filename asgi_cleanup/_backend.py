@@ -1,5 +1,5 @@
 """The only code that differs between asyncio and trio: a cleanup's own task, a detached
-phase's task, waking the event loop from a thread, and a wait that holds cancellation.
+phase's task, and waking the event loop from a thread.
 
 Everything else is written against anyio. Only public APIs: asyncio's eager task start
 (Python 3.12+), ``Task.cancel()``, ``asyncio.timeout``; trio's ``spawn_system_task``.
@@ -8,12 +8,9 @@ Everything else is written against anyio. Only public APIs: asyncio's eager task
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from typing import Any, Protocol
-
-import anyio
 
 _EAGER = sys.version_info >= (3, 12)
 
@@ -137,56 +134,3 @@ def loop_caller() -> Callable[[Callable[[], object]], None]:
             schedule(func)
 
     return call
-
-
-class Waiter:
-    """Waits for events on behalf of one phase, holding back the cancellation of its task:
-    an anyio cancel scope's, and on asyncio a native ``Task.cancel()`` too (a server's), which
-    no anyio shield stops. ``held`` is the first cancellation caught, for the phase to raise
-    when it ends. After ``release()``, a cancellation is no longer held: ``wait`` raises it."""
-
-    def __init__(self) -> None:
-        self.held: BaseException | None = None
-        self.released = False
-        self._shield: anyio.CancelScope | None = None
-        self._task = asyncio.current_task() if _on_asyncio() else None
-
-    async def wait(self, event: anyio.Event, deadline: float | None) -> bool:
-        """Wait until ``event`` is set (``True``) or ``deadline`` (``time.monotonic()``)
-        has passed (``False``)."""
-        with anyio.CancelScope(shield=not self.released) as self._shield:
-            if self._task is None:
-                left = None if deadline is None else deadline - time.monotonic()
-                with anyio.move_on_after(left):
-                    await event.wait()
-                return event.is_set()
-            while not event.is_set():
-                if self.released and self.held is not None:
-                    raise self.held
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    async with asyncio.timeout(left):
-                        await event.wait()
-                except TimeoutError:
-                    break
-                except asyncio.CancelledError as exc:
-                    if self.released:
-                        raise
-                    self.held = self.held or exc
-        return event.is_set()
-
-    def release(self) -> None:
-        """Stop holding cancellation: a held or pending one reaches the phase now."""
-        self.released = True
-        if self._shield is not None:
-            self._shield.shield = False
-        if self.held is not None and self._task is not None:
-            self._task.cancel()  # wakes wait(), which raises the held cancellation
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

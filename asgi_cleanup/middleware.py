@@ -100,7 +100,12 @@ class CleanupMiddleware:
         self._pool = WorkerPool(self.thread_limit)
         self._tracker = PhaseTracker(self._pool)
         self._config = PhaseConfig(
-            self.timeout, self._pool, self._tracker, self.on_error, self.on_complete
+            self.timeout,
+            self.shutdown_timeout,
+            self._pool,
+            self._tracker,
+            self.on_error,
+            self.on_complete,
         )
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True

@@ -22,7 +22,6 @@ import anyio.lowlevel
 
 from ._backend import (
     CleanupTask,
-    Waiter,
     guarded,
     loop_caller,
     start_task,
@@ -42,6 +41,7 @@ from ._log import (
 from ._sync_run import SyncJob
 from ._threads import WorkerPool
 from ._tracker import PhaseTracker
+from ._waiter import Waiter
 from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Directive, Entry, end_phase, hold_outcome
 
@@ -59,6 +59,7 @@ class PhaseConfig:
     """A middleware's settings for its cleanup phases."""
 
     timeout: float | None
+    shutdown_timeout: float | None
     pool: WorkerPool
     tracker: PhaseTracker
     on_error: ErrorHook | None
@@ -119,11 +120,8 @@ class CleanupPhase:
             end_phase(self._registry)
         if self._fatal is not None:
             raise self._fatal
-        waiter = self._waiter
-        if waiter is not None:
-            if waiter.held is not None:
-                raise waiter.held
-            await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._waiter is not None:
+            await self._waiter.deliver()
 
     async def run_detached(self) -> None:
         """Run the phase in a task of its own (``PhaseTracker.spawn``): nobody is there to
@@ -211,9 +209,8 @@ class CleanupPhase:
     def _waiter_for_phase(self) -> Waiter:
         waiter = self._waiter
         if waiter is None:
-            waiter = self._waiter = Waiter()
-            if self._config.tracker.released:
-                waiter.release()
+            config = self._config
+            waiter = self._waiter = Waiter(config.shutdown_timeout, config.tracker.released)
         return waiter
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:

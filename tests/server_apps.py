@@ -12,9 +12,12 @@ cancelled or is abandoned; "end" marks also carry the request's ``Outcome`` as r
 ``client_disconnected``), and some route-specific ones named below. Cleanup marks carry ``idx``,
 the cleanup's place in its request's registration order.
 
-Environment: ``ASGI_CLEANUP_TIMEOUT`` (seconds, default 5) and ``ASGI_CLEANUP_THREAD_LIMIT``
-(default 8) configure the middleware; ``ASGI_CLEANUP_BYPASS=1`` serves everything without it (a
-baseline for the server's own memory use). The middleware's log records go to stderr, so to
+Environment: ``ASGI_CLEANUP_TIMEOUT`` and ``ASGI_CLEANUP_SHUTDOWN_TIMEOUT`` (seconds or
+``none``; defaults 5 and 30), ``ASGI_CLEANUP_THREAD_LIMIT`` (default 8) and
+``ASGI_CLEANUP_ON_ERROR=raise`` (an ``on_error`` hook that fails) configure the middleware;
+``ASGI_CLEANUP_LOG_LOCALS=1`` adds every traceback local to the log lines;
+``ASGI_CLEANUP_BYPASS=1`` serves everything without it (a baseline for the server's own memory
+use). The middleware's log records go to stderr, so to
 the server's log, one line each (traceback included, as JSON) after :data:`LOG_PREFIX`.
 
 Routes (query parameters in brackets, ``id`` names the request in the marks); responses of this
@@ -45,6 +48,8 @@ module carry an ``x-pid`` header with the serving process's pid:
   and marks "late-receive" with what came (``message``: its type, or None).
 - ``/file`` [id]: Starlette's ``FileResponse`` of this file, with a cleanup.
 - ``/scope`` : JSON: ``scope["asgi"]``, ``scope.get("extensions")``, whether lifespan started.
+- ``/odd-callable`` [id]: registers a cleanup, then one that raises when looked at or called
+  (as an unbound werkzeug ``LocalProxy``); 200 "ok".
 - ``/linger`` [id, seconds=2]: sends a complete response, then goes on ``seconds`` in the app
   call; marks "linger-start", then "linger-end", or "linger-cancelled" if cancelled, and
   "linger-finally" in any case. Under ``/bare`` (no cleanup phase) it shows what the server
@@ -117,7 +122,27 @@ class _OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         exc = self.formatException(record.exc_info) if record.exc_info else None
         fields = {"level": record.levelname, "message": record.getMessage(), "exc": exc}
+        if record.exc_info and os.environ.get("ASGI_CLEANUP_LOG_LOCALS") == "1":
+            fields["locals"] = _traceback_locals(record.exc_info[2])
         return f"{LOG_PREFIX} {json.dumps(fields)}"
+
+
+def _traceback_locals(tb: Any) -> list[str]:
+    """Every local of every frame of ``tb``, as a formatter that renders locals (or an error
+    tracker with Sentry's default ``include_local_variables``) would record them."""
+    rendered = []
+    while tb is not None:
+        for name, value in tb.tb_frame.f_locals.items():
+            try:
+                if isinstance(value, dict | list | tuple):
+                    text = repr(list(value.items()) if isinstance(value, dict) else list(value))
+                else:
+                    text = repr(value)
+            except Exception as exc:
+                text = f"<repr failed: {exc!r}>"
+            rendered.append(f"{name}={text}")
+        tb = tb.tb_next
+    return rendered
 
 
 def _configure_logging() -> None:
@@ -415,9 +440,26 @@ async def inner_app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/linger":
         await _drain_request(receive)
         await _linger(send, q)
+    elif path == "/odd-callable":
+        # Looking at this cleanup raises, as at an unbound werkzeug LocalProxy; calling it
+        # raises too. The well-behaved cleanup registered before it must still run.
+        _register(scope, rid, 0, async_cleanup, 0.0)
+        scope["cleanup"].register(_OddCallable())
+        await _drain_request(receive)
+        await _send_text(send, b"ok")
     else:
         await _drain_request(receive)
         await _send_text(send, b"not found", status=404)
+
+
+class _OddCallable:
+    def __getattribute__(self, name: str) -> Any:
+        if name == "__class__":
+            return _OddCallable
+        raise RuntimeError(f"working outside of request context ({name})")
+
+    def __call__(self) -> None:
+        raise RuntimeError("working outside of request context")
 
 
 _lifespan_started = False
@@ -441,11 +483,22 @@ def _env_number(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _env_seconds(name: str, default: float) -> float | None:
+    value = os.environ.get(name)
+    return None if value == "none" else default if value is None else float(value)
+
+
+def _failing_on_error(cleanup: Any, exc: BaseException, outcome: Any) -> None:
+    raise CleanupFailure("on_error failed too")
+
+
 _configure_logging()
 wrapped_app = CleanupMiddleware(
     inner_app,
-    timeout=_env_number("ASGI_CLEANUP_TIMEOUT", 5.0),
+    timeout=_env_seconds("ASGI_CLEANUP_TIMEOUT", 5.0),
+    shutdown_timeout=_env_seconds("ASGI_CLEANUP_SHUTDOWN_TIMEOUT", 30.0),
     thread_limit=int(_env_number("ASGI_CLEANUP_THREAD_LIMIT", 8)),
+    on_error=_failing_on_error if os.environ.get("ASGI_CLEANUP_ON_ERROR") == "raise" else None,
 )
 
 

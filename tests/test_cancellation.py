@@ -8,6 +8,7 @@ import sys
 import threading
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -520,3 +521,41 @@ async def test_past_shutdown_timeout_a_phase_no_longer_holds_its_cancellation(
 async def _in_scope(scope: anyio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
     with scope:
         await run()
+
+
+async def test_a_cancellation_is_held_at_most_shutdown_timeout_without_a_lifespan() -> None:
+    # hypercorn cancels its request tasks at the end of its graceful timeout and waits for
+    # them before it sends lifespan.shutdown: the hold itself is bounded.
+    release = threading.Event()
+    started = anyio.Event()
+
+    def blocks(notify: Callable[[], None]) -> None:
+        notify()
+        release.wait(10)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        token = anyio.lowlevel.current_token()
+        scope["cleanup"].register(
+            blocks, lambda: anyio.from_thread.run_sync(started.set, token=token)
+        )
+        await send(START)
+        await send(BODY)
+
+    middleware = CleanupMiddleware(app, timeout=None, shutdown_timeout=0.2)
+    receive, send, _ = client()
+    request_scope = anyio.CancelScope()
+    try:
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    _in_scope, request_scope, partial(middleware, http_scope(), receive, send)
+                )
+                await started.wait()
+                request_scope.cancel()
+                began = anyio.current_time()
+        ended = anyio.current_time()
+    finally:
+        release.set()
+
+    assert request_scope.cancelled_caught
+    assert 0.15 <= ended - began < 1.0

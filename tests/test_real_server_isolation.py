@@ -183,3 +183,59 @@ def test_cleanup_log_lines_carry_no_header_cookie_or_query_values(
         if SECRETS["query"] in line:
             assert LOG_PREFIX not in line, line
             assert "/faulty" in line, f"not an access log line: {line}"
+
+
+def test_no_traceback_local_of_a_logged_failure_holds_a_secret(
+    start_server: Callable[..., ServerProcess], marks_path: Path
+) -> None:
+    """The same request, with an ``on_error`` hook that fails too, and a formatter that
+    renders every local of every traceback frame (as Sentry's default
+    ``include_local_variables`` records them): none of the secrets is there."""
+    server = start_server(
+        env={
+            "ASGI_CLEANUP_TIMEOUT": str(TIMEOUT),
+            "ASGI_CLEANUP_ON_ERROR": "raise",
+            "ASGI_CLEANUP_LOG_LOCALS": "1",
+        }
+    )
+    with RawHTTPConnection(server.port) as conn:
+        response = conn.request(
+            "GET",
+            f"/faulty?id=locals&faults=raise,hang&token={SECRETS['query']}",
+            headers=[
+                ("Cookie", f"session={SECRETS['cookie']}"),
+                ("Authorization", f"Bearer {SECRETS['authorization']}"),
+            ],
+        )
+    assert_clean_ok(response, "the request with secrets")
+    wait_for_marks(marks_path, lambda m: len(marks_of(m, "end", "locals")) == 6, timeout=3.0)
+    server.shutdown(timeout=10.0)
+
+    records = [r for r in cleanup_log_records(server) if r.get("locals")]
+    # The raising and the hanging cleanup, and the failing on_error hook for each.
+    assert len(records) == 4, records
+    for record in records:
+        text = json.dumps(record["locals"])
+        for where, secret in SECRETS.items():
+            assert secret not in text, f"the {where} secret is in a traceback local: {record}"
+
+
+def test_a_cleanup_that_raises_when_looked_at_is_logged_and_keeps_the_connection(
+    start_server: Callable[..., ServerProcess], marks_path: Path
+) -> None:
+    """An unbound werkzeug ``LocalProxy`` as a cleanup (its every attribute raises): the
+    failure is logged under a fallback name, the cleanup registered before it still runs, and
+    a follow-up request on the same keep-alive connection is served (uvicorn cuts the
+    connection when an exception reaches it from the app call)."""
+    server = start_isolation_server(start_server)
+    with RawHTTPConnection(server.port) as conn:
+        first = conn.get("/odd-callable?id=odd")
+        assert_clean_ok(first, "the request with the odd cleanup")
+        wait_for_marks(marks_path, lambda m: bool(marks_of(m, "end", "odd")), timeout=3.0)
+        follow_up = conn.get("/health")
+    assert follow_up.status == 200, follow_up
+    assert follow_up.complete, follow_up
+    server.shutdown(timeout=10.0)
+    failures = [r for r in cleanup_log_records(server) if r["level"] == "ERROR"]
+    assert len(failures) == 1, failures
+    assert "working outside of request context" in (failures[0]["exc"] or ""), failures

@@ -449,6 +449,46 @@ def test_shutdown_signal_with_a_request_still_in_the_app_loses_no_cleanup(
     assert end["t"] - start["t"] >= 2 - 0.1, (start, end)
 
 
+@pytest.mark.parametrize("cleanup", ["app-error-async", "complete-sync"])
+def test_shutdown_past_shutdown_timeout_holds_the_server_no_longer(
+    server_kind: str, start_server: Callable[..., ServerProcess], marks_path: Path, cleanup: str
+) -> None:
+    """SPEC 2.8: the shutdown's bound is absolute. Cleanups far longer than it: two async ones
+    of app errors (in tasks of their own) cut at ``timeout=2``; or a sync one of a complete
+    response with ``timeout=None``, still in its thread. The server exits soon after
+    ``shutdown_timeout=1``: on hypercorn's trio worker its timeouts are still enforced after
+    trio's main task returned, and uvicorn (which cancels its request tasks at the end of its
+    graceful timeout, then sends lifespan.shutdown) gets its task back."""
+    sync = cleanup == "complete-sync"
+    if sync:
+        require(server_kind, "graceful-timeout")
+    server = start_server(
+        graceful_timeout=1 if sync else None,
+        env={
+            "ASGI_CLEANUP_TIMEOUT": "none" if sync else "2",
+            "ASGI_CLEANUP_SHUTDOWN_TIMEOUT": "1",
+        },
+    )
+    targets = (
+        ["/slow?id=s&sleep=60&sync=1"] if sync else [f"/error?id=e{i}&sleep=12" for i in (1, 2)]
+    )
+    for target in targets:
+        with RawHTTPConnection(server.port) as conn:
+            conn.get(target)
+    wait_for_marks(marks_path, lambda m: len(marks_of(m, "start")) == len(targets), timeout=3.0)
+    if server_kind == "daphne":
+        time.sleep(1.1)  # daphne's shutdown hook fails for a second after a 500 (see above)
+
+    began = time.monotonic()
+    returncode = server.shutdown(signal.SIGINT, timeout=15)
+    took = time.monotonic() - began
+
+    assert returncode in (0, -signal.SIGINT), f"{server.name} exited with {returncode}"
+    # Graceful timeout 1 s, shutdown_timeout 1 s, a cleanup's timeout 2 s, and slack; not the
+    # cleanups' 12 s or 60 s.
+    assert took < 8, f"{server.name} took {took:.1f} s to exit"
+
+
 # --- 5. exactly once under concurrent load (SPEC 2.3, 2.4) --------------------------------------
 
 REQUESTS = 50
