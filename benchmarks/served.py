@@ -41,11 +41,13 @@ from .ratios import Ratio
 from .served_apps import APPS, MODULE
 
 SERVERS = ("uvicorn", "hypercorn")
-#: (scenario, anchor, bar): the scenario's requests per second are at least `bar` × the anchor's.
-TARGETS: list[tuple[str, str, float]] = [
-    ("1 async cleanup", "bare", 0.97),
-    ("1 async cleanup", "BackgroundTask, 1 async", 1.00),
-]
+#: (scenario, anchor, bar): the scenario's requests per second are at least `bar` × the anchor's
+#: (SPEC 5: on Python 3.12+, with eager task start; on 3.11 a floor beside the bare app).
+TARGETS: list[tuple[str, str, float]] = (
+    [("1 async cleanup", "bare", 0.95), ("1 async cleanup", "BackgroundTask, 1 async", 0.97)]
+    if sys.version_info >= (3, 12)
+    else [("1 async cleanup", "bare", 0.85)]
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
