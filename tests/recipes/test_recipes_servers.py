@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import with_default_signals
 
 HOST = "127.0.0.1"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "recipes"
@@ -124,7 +125,7 @@ def serving(case: Case, tmp_path: Path) -> Iterator[Server]:
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            case.command(port, log_config),
+            with_default_signals(case.command(port, log_config)),
             cwd=EXAMPLES,
             env=env,
             stdin=subprocess.DEVNULL,
