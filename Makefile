@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make test` also runs the in-process suite on these CPython versions, each in .venv-X.Y,
+# where pyenv (or pythonX.Y on PATH) has them; it says which ran and which were not found.
+MORE_PYTHONS ?= 3.12 3.13
 
 .PHONY: demo test lint docs bench clean
 
@@ -16,9 +19,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
-## test: run the test suite (in-process and real servers, asyncio and trio)
+## test: the suite on this Python (in-process and real servers, asyncio and trio), then the
+## in-process suite on each of MORE_PYTHONS found
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	tools/test-pythons.sh $(BIN)/python $(MORE_PYTHONS)
 
 ## lint: ruff, ruff format and mypy --strict
 lint: $(VENV)/.installed
@@ -36,4 +40,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from servers import ServerProcess
 
+pytestmark = pytest.mark.real_server
+
 
 def ignored_signals(pid: int) -> set[int]:
     """The signals process ``pid`` ignores, from the ``SigIgn`` mask of ``/proc/PID/status``."""

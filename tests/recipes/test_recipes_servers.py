@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from servers import with_default_signals
 
+pytestmark = pytest.mark.real_server
+
 HOST = "127.0.0.1"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 REPO_ROOT = EXAMPLES.parents[1]
