@@ -1,5 +1,7 @@
-# Everything runs from a local virtual environment (.venv) made by the first target that
-# needs it; only Python 3.11+ is required beforehand.
+# Everything runs from local virtual environments made by the first target that needs them;
+# only Python 3.11+ is required beforehand. Each set of extras has its own stamp file, so
+# `make demo` installs the demo's three packages and nothing else, while `make test`, `make
+# lint` and `make docs` install what development needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,14 +11,23 @@ MORE_PYTHONS ?= 3.12 3.13
 
 .PHONY: demo test lint docs bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	touch $@
+
+# Development: the test, demo and docs extras.
+$(VENV)/.installed: pyproject.toml | $(VENV)/.created
 	$(BIN)/python -m pip install --quiet -e '.[test,demo,docs]'
 	touch $@
 
-## demo: serve examples/demo.py on http://127.0.0.1:8000 with uvicorn
-demo: $(VENV)/.installed
+# The demo alone: Starlette, uvicorn and httpx.
+$(VENV)/.installed-demo: pyproject.toml | $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+## demo: serve examples/demo.py on http://127.0.0.1:8000 (PORT=N for another port) with uvicorn
+demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/demo.py
 
 ## test: the suite on this Python (in-process and real servers, asyncio and trio), then the
