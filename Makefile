@@ -45,10 +45,15 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-## bench: every benchmark (in-process, instructions, served, memory), tables and docs/benchmarks.png
+## bench: every benchmark (in-process, instructions, served, memory), tables and docs/benchmarks.png.
+## The served part loads the servers with wrk; without wrk on PATH, as root where apt-get
+## exists, it installs Debian's wrk: this asks first on a terminal and says so otherwise.
+## LOAD_TOOL=python uses the Python load generator and installs nothing.
+LOAD_TOOL ?= auto
 bench: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,demo,docs,bench]'
-	$(BIN)/python -m benchmarks
+	@load_tool=$$(tools/bench-load-tool.sh $(LOAD_TOOL)) && \
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,docs,bench]' && \
+	$(BIN)/python -m benchmarks --load-tool "$$load_tool"
 
 clean:
 	rm -rf $(VENV) .venv-* .mypy_cache .ruff_cache .pytest_cache
