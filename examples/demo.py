@@ -1,7 +1,9 @@
 """A small Starlette app under CleanupMiddleware, served by uvicorn on 127.0.0.1.
 
-    make demo                      # serve until Ctrl+C
-    python examples/demo.py --once # serve, send one request to each route, then stop
+    make demo                           # serve on 127.0.0.1:8000 until Ctrl+C
+    PORT=8001 make demo                 # the same on another port
+    python examples/demo.py --port 8001 # the same, without make
+    python examples/demo.py --once      # serve, send one request to each route, then stop
 
 Every cleanup prints what it does, so the order and timing are visible in the terminal:
 the response is out before a slow cleanup ends, a failing cleanup only reaches the log, and
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -118,6 +121,21 @@ async def visit_each_route(server: uvicorn.Server, base: str) -> None:
     server.should_exit = True  # the lifespan shutdown waits for the slow cleanup
 
 
+def bind(port: int) -> socket.socket:
+    """A socket bound to 127.0.0.1:``port``, or exit saying why and what to do instead."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"Cannot serve on 127.0.0.1:{port}: {exc.strerror}. "
+            "Choose another port with --port N or PORT=N."
+        ) from None
+    return sock
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,13 +147,16 @@ def main() -> None:
         level=logging.INFO, format="%(asctime)s %(name)-12s %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    base = f"http://127.0.0.1:{args.port}"
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning")
+    # Bound before anything is printed, so a busy port is the first and only thing said.
+    sock = bind(args.port)
+    port: int = sock.getsockname()[1]  # --port 0: a free port
+    base = f"http://127.0.0.1:{port}"
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     if args.once:
 
         async def run_once() -> None:
-            await asyncio.gather(server.serve(), visit_each_route(server, base))
+            await asyncio.gather(server.serve(sockets=[sock]), visit_each_route(server, base))
 
         asyncio.run(run_once())
         return
@@ -145,7 +166,7 @@ def main() -> None:
     print("Ctrl+C to stop (shutdown waits for cleanups still running).")
     # uvicorn re-raises the interrupt once its shutdown (cleanups included) is over.
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=[sock])
     print("Stopped.")
 
 

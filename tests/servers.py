@@ -177,6 +177,30 @@ def server_command(
     return [*cmd, *extra_args]
 
 
+#: Run as ``python -c EXEC_WITH_DEFAULT_SIGNALS PROGRAM ARG...``: every signal back to its
+#: default disposition and none blocked, then ``exec`` PROGRAM in the same process (same pid).
+#: Ignored signals survive ``fork`` and ``exec``, so a suite started with SIGINT ignored (``make
+#: test &`` from a script) would start servers that ignore the SIGINT meant to stop them:
+#: Python keeps SIGINT ignored at startup, and daphne (Twisted) then installs no handler.
+#: ``Popen(restore_signals=True)`` resets only SIGPIPE, SIGXFZ and SIGXFSZ, and ``preexec_fn``
+#: is unsafe with the threads a test process has.
+EXEC_WITH_DEFAULT_SIGNALS = """\
+import os, signal, sys
+for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+    except (OSError, ValueError):  # signals the kernel or Python keep for themselves
+        pass
+signal.pthread_sigmask(signal.SIG_SETMASK, ())
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def with_default_signals(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` (whose first item is an executable's path) run with default signal dispositions."""
+    return [sys.executable, "-c", EXEC_WITH_DEFAULT_SIGNALS, *cmd]
+
+
 def _seconds(value: float) -> str:
     # uvicorn's --timeout-graceful-shutdown is an int option.
     return str(int(value)) if float(value).is_integer() else str(value)
@@ -232,7 +256,7 @@ class ServerProcess:
             self._log_file.write(f"$ {' '.join(cmd)}\n".encode())
             self._log_file.flush()
             self.proc = subprocess.Popen(
-                cmd,
+                with_default_signals(cmd),
                 cwd=REPO_ROOT,
                 env=self._environment(),
                 stdin=subprocess.DEVNULL,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.real_server  # the served part starts uvicorn and hypercorn
+
 ROOT = Path(__file__).parent.parent
 
 

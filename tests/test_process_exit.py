@@ -3,6 +3,10 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+pytestmark = pytest.mark.real_server
+
 SCRIPT = textwrap.dedent(
     """
     import threading, time

@@ -28,6 +28,8 @@ from servers import (
     wait_for_marks,
 )
 
+pytestmark = pytest.mark.real_server
+
 PROMPT = 0.5
 
 Marks = list[dict[str, Any]]

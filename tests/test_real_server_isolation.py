@@ -17,7 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from servers import RawHTTPConnection, RawResponse, ServerProcess, marks_of, wait_for_marks
+
+pytestmark = pytest.mark.real_server
 
 PROMPT = 0.5
 TIMEOUT = 0.3

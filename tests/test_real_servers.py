@@ -45,6 +45,8 @@ from servers import (
     wait_for_marks,
 )
 
+pytestmark = pytest.mark.real_server
+
 #: The client must have the whole response within this time (SPEC 5) ...
 PROMPT = 0.5
 #: ... although the cleanup of the request sleeps this long.

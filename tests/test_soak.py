@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from servers import REPO_ROOT
+
+pytestmark = pytest.mark.real_server
 
 REQUESTS = 300
 WARMUP = 300

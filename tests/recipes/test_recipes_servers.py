@@ -9,25 +9,22 @@ directory as working directory; every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from recipe_servers import STOP_TIMEOUT, Server, get, serving
+from servers import HOST, free_port
 
-HOST = "127.0.0.1"
+pytestmark = pytest.mark.real_server
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "recipes"
 REPO_ROOT = EXAMPLES.parents[1]
-READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 
 # Root logger at INFO on stderr, so that the examples' cleanup records reach the server log.
 # The handler names are granian's, which merges this into its own config.
@@ -80,78 +77,16 @@ CASES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=5.0)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while not predicate(text := self.log()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return text
-
-
 @contextlib.contextmanager
-def serving(case: Case, tmp_path: Path) -> Iterator[Server]:
-    """Start ``case``'s server, wait until it answers HTTP, stop it (SIGINT, then kill) after."""
+def serving_case(case: Case, tmp_path: Path) -> Iterator[Server]:
+    """Serve ``case`` from the examples' directory, its logging at INFO."""
     log_config = tmp_path / "logging.json"
     log_config.write_text(json.dumps(LOG_CONFIG), encoding="utf-8")
     port = free_port()
-    log_path = tmp_path / "server.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(REPO_ROOT)])}
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            case.command(port, log_config),
-            cwd=EXAMPLES,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a kill can take the whole group (granian's worker too)
-        )
-    server = Server(proc, port, log_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            assert proc.poll() is None, f"{case.server} exited early:\n{server.log()}"
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                get(port, "/ready")  # any answer (a 404) means it serves
-                break
-            assert time.monotonic() < deadline, f"{case.server} not ready:\n{server.log()}"
-            time.sleep(0.05)
+    argv = case.command(port, log_config)
+    with serving(argv, port, cwd=EXAMPLES, env=env, log_path=tmp_path / "server.log") as server:
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=STOP_TIMEOUT)
 
 
 def cleanup_lines(log: str, status: int, path: str) -> list[str]:
@@ -173,7 +108,7 @@ def cleanup_lines(log: str, status: int, path: str) -> list[str]:
 def test_real_server_serves_the_recipe_and_its_cleanups_run_after_each_response(
     case: Case, tmp_path: Path
 ) -> None:
-    with serving(case, tmp_path) as server:
+    with serving_case(case, tmp_path) as server:
         status, body = get(server.port, "/")
         error_status, _ = get(server.port, "/error")
 
