@@ -2,7 +2,7 @@
 phase's task, and waking the event loop from a thread.
 
 Everything else is written against anyio. Only public APIs: asyncio's eager task start
-(Python 3.12+), ``Task.cancel()``, ``asyncio.timeout``; trio's ``spawn_system_task``.
+(Python 3.12+) and ``Task.cancel()``; trio's ``spawn_system_task`` and cancel scopes.
 """
 
 import asyncio

@@ -417,3 +417,52 @@ async def test_outcome_is_readable_by_a_cleanup_left_behind_past_its_timeout(
 
     (outcome,) = seen
     assert getattr(outcome, "status", None) == 204
+
+
+@pytest.mark.anyio
+async def test_directive_cleanups_sharing_one_captured_context_each_run_in_a_copy() -> None:
+    # Eager tasks must each get a context nobody has entered (python/cpython#157301): the
+    # directives' context, captured once when the app finished, is copied for each.
+    seen: list[str] = []
+
+    async def first(outcome: Any) -> None:
+        seen.append(REQUEST_ID.get())
+        REQUEST_ID.set("changed by the first")
+        await anyio.sleep(0.01)
+        seen.append(REQUEST_ID.get())
+
+    async def second(outcome: Any) -> None:
+        seen.append(REQUEST_ID.get())
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        REQUEST_ID.set("as the app left it")
+        for message in respond():
+            await send(message)
+
+    middleware = CleanupMiddleware(app, settings={"handlers": [first, second]})
+    await call(middleware)
+    assert seen == ["as the app left it", "changed by the first", "as the app left it"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cleanup_registered_from_a_worker_thread_runs_as_a_task_of_the_loop() -> None:
+    # An eager task made in a thread other than the loop's would run there and corrupt the
+    # loop's current task (python/cpython#155338): tasks are only ever made on the loop.
+    seen: list[object] = []
+
+    async def cleanup() -> None:
+        seen.append((threading.get_ident(), asyncio.current_task()))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await anyio.to_thread.run_sync(scope["cleanup"].register, cleanup)  # a sync view
+        for message in respond():
+            await send(message)
+
+    request_task = asyncio.current_task()
+    await call(CleanupMiddleware(app))
+    ((thread, task),) = seen
+    assert thread == threading.get_ident()
+    assert task is not None
+    assert task is not request_task
+    assert asyncio.current_task() is request_task
