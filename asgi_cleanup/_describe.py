@@ -1,41 +1,34 @@
-"""Looking at callables and requests, for log records and error messages; none of it raises.
+"""Naming callables, values and requests for log records and error messages; none of it raises.
 
-Only the method and the path of a request are ever described: never headers, cookies or the
-query string. A callable is looked at defensively: its attributes are the user's code (an
-unbound ``werkzeug.local.LocalProxy`` raises ``RuntimeError`` from every one of them), and
-looking at a cleanup must never fail the phase (SPEC 2.4).
+A request is described by its method and path only, never headers, cookies or query string.
+A callable's attributes are the user's code (an unbound ``werkzeug.local.LocalProxy`` raises
+from every one), and looking at a cleanup must never fail the phase (SPEC 2.4).
 """
 
 import functools
 import inspect
 import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._types import Scope
 
-# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators and lone
-# surrogates, shown as \xNN, \uNNNN so a path can neither forge nor split a log line, nor
-# make a UTF-8 stream handler drop the record.
+# C0 and C1 controls, DEL, U+2028, U+2029 and lone surrogates as \xNN or \uNNNN: a path can
+# neither forge nor split a log line, nor make a UTF-8 stream handler drop the record.
 _ESCAPES = {
     c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
     for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
 }
-#: At most this many bytes (UTF-8) of a path or method in a log record, cut marker included.
-MAX_LOGGED = 1024
-#: At most this many characters of user input echoed in an error message.
-MAX_ECHOED = 200
-
+MAX_LOGGED = 1024  # bytes (UTF-8) of a logged path or method, cut marker included
+MAX_ECHOED = 200  # characters of user input echoed in an error message
 _CO_COROUTINE = inspect.CO_COROUTINE
-_CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
+_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
 
 
 def describe_callable(func: Any) -> str:
-    """``module.qualname`` of a function, or of the class of a callable object.
-
-    ``functools.partial`` objects are shown as ``functools.partial(<inner>)``. Whatever
-    looking raises, the answer is a fallback (``<unnamed TypeName>``), control characters
-    escaped and the length bounded.
-    """
+    """``module.qualname`` of a function, or of a callable object's class; a partial as
+    ``functools.partial(<inner>)``; ``<unnamed TypeName>`` if looking raises. Escaped, and
+    cut to ``MAX_ECHOED`` characters."""
     try:
         name = _name(func)
     except Exception:
@@ -57,66 +50,45 @@ def _name(func: Any) -> str:
     if isinstance(qualname, str):
         module = getattr(func, "__module__", None)
     else:
-        qualname = type(func).__qualname__
-        module = type(func).__module__
+        qualname, module = type(func).__qualname__, type(func).__module__
     return f"{module}.{qualname}" if isinstance(module, str) else str(qualname)
 
 
-def is_async_callable(func: Any) -> bool:
-    """Whether calling ``func`` gives a coroutine: coroutine functions, objects whose
-    ``__call__`` is one, and ``functools.partial`` of either. Anything that raises while
-    looking makes it sync (``False``): it is then called in a thread, where its failure is
-    logged like any other."""
-    if type(func) is types.FunctionType and not func.__dict__:
-        # The common case, without inspect's unwrapping (a function with attributes may
-        # carry inspect.markcoroutinefunction's marker: it takes the long way).
-        return bool(func.__code__.co_flags & _CO_COROUTINE)
+def _calls(func: Any, test: Callable[[Any], bool]) -> bool:
+    """``test`` of what calling ``func`` runs: through ``functools.partial``, and for an
+    instance (not a class: calling one constructs) its type's ``__call__``. ``False`` if
+    looking raises."""
     try:
-        return _through_call(_unwrap_partial(func), inspect.iscoroutinefunction)
+        while isinstance(func, functools.partial):
+            func = func.func
+        if test(func):
+            return True
+        if isinstance(func, type | types.FunctionType | types.MethodType):
+            return False
+        call = getattr(type(func), "__call__", None)  # noqa: B004 - the method itself is looked at
+        return call is not None and bool(test(call))
     except Exception:
         return False
+
+
+def is_async_callable(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine (see ``_calls``). If looking raises it is
+    sync: it runs in a thread, where its failure is logged like any other."""
+    if type(func) is types.FunctionType and not func.__dict__:
+        # The common case, fast; a function with attributes may carry markcoroutinefunction's
+        # marker, which only inspect reads.
+        return bool(func.__code__.co_flags & _CO_COROUTINE)
+    return _calls(func, inspect.iscoroutinefunction)
 
 
 def is_generator_callable(func: Any) -> bool:
-    """Whether calling ``func`` gives a generator or an async generator, which would run
-    nothing: generator functions, objects whose ``__call__`` is one, and ``functools.partial``
-    of either. ``False`` where looking raises."""
-    if type(func) is types.FunctionType and not func.__dict__:  # the common case, as above
-        return bool(func.__code__.co_flags & _CO_GENERATORS)
-    try:
-        return _through_call(
-            _unwrap_partial(func),
-            lambda f: inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f),
-        )
-    except Exception:
-        return False
-
-
-def _unwrap_partial(func: Any) -> Any:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return func
-
-
-def _through_call(func: Any, test: Any) -> bool:
-    """``test(func)``, or for an instance (not a class: calling a class constructs), ``test``
-    of its type's ``__call__``, which is what calling it runs."""
-    if test(func):
-        return True
-    if isinstance(func, type | types.FunctionType | types.MethodType):
-        return False
-    call = getattr(type(func), "__call__", None)  # noqa: B004 - the method itself is looked at
-    return call is not None and bool(test(call))
+    """Whether calling ``func`` gives a generator or async generator, which runs nothing."""
+    return _calls(func, lambda f: inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f))
 
 
 def check_cleanup(func: object) -> None:
-    """Check that ``func`` can be registered as a cleanup.
-
-    :raises TypeError: naming what was passed, for a non-callable, or a generator or async
-        generator function (also through ``functools.partial``, or as an object's
-        ``__call__``), which would run nothing. The message is built even when ``repr(func)``
-        raises.
-    """
+    """:raises TypeError: naming what was passed (even when its ``repr`` raises), for a
+    non-callable or a generator or async generator function (see ``_calls``)."""
     try:
         is_callable = callable(func)
     except Exception:
@@ -131,8 +103,7 @@ def check_cleanup(func: object) -> None:
 
 
 def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
-    """``TypeName repr`` of a value given where something else was expected, the repr cut to
-    ``limit`` characters; never raises."""
+    """``TypeName repr``, the repr cut to ``limit`` characters."""
     try:
         kind = type(value).__qualname__
     except Exception:
@@ -140,9 +111,17 @@ def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
     return f"{kind} {safe_repr(value, limit)}"
 
 
+def kind_of(value: object) -> str:
+    """What a settings value is: ``a string ('x')``, its repr cut short."""
+    kind = _KINDS.get(type(value)) or (
+        "a table" if issubclass(type(value), Mapping) else f"a {type(value).__name__}"
+    )
+    return f"{kind} ({safe_repr(value, 60)})"
+
+
 def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
-    """``repr(value)`` cut to ``limit`` characters (saying how long it was); a placeholder if
-    ``repr`` raises (a ``RecursionError`` from deep nesting included)."""
+    """``repr(value)`` cut to ``limit`` characters; a placeholder if it raises (deep nesting's
+    ``RecursionError`` included)."""
     try:
         text = repr(value)
     except Exception:
@@ -154,7 +133,7 @@ def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
 
 
 def cut(text: str, limit: int = MAX_ECHOED) -> str:
-    """``text``, or its first characters and ``… (N characters)`` within ``limit``."""
+    """``text``, or its start and ``… (N characters)`` within ``limit`` characters."""
     if len(text) <= limit:
         return text
     marker = f"… ({len(text)} characters)"
@@ -162,20 +141,19 @@ def cut(text: str, limit: int = MAX_ECHOED) -> str:
 
 
 def escape_control(text: str) -> str:
-    """``text`` with control characters, U+2028, U+2029 and lone surrogates escaped."""
     return text.translate(_ESCAPES)
 
 
 def log_safe(text: str, limit: int = MAX_LOGGED) -> str:
-    """``text`` escaped (see ``escape_control``) and cut to at most ``limit`` bytes of UTF-8,
-    a cut one ending with ``… (N characters)``, N the length of ``text``."""
+    """``text`` escaped and cut to at most ``limit`` bytes of UTF-8, never inside an escape;
+    a cut one ends with ``… (N characters)``, N the length of ``text``."""
     escaped = escape_control(text[:limit])
     if len(text) <= limit and len(escaped.encode()) <= limit:
         return escaped
     marker = f"… ({len(text)} characters)"
     budget = limit - len(marker.encode())
     pieces: list[str] = []
-    for char in text[:budget]:  # whole escapes only: never half of one
+    for char in text[:budget]:
         piece = escape_control(char)
         budget -= len(piece.encode())
         if budget < 0:
@@ -185,8 +163,6 @@ def log_safe(text: str, limit: int = MAX_LOGGED) -> str:
 
 
 def describe_request(scope: Scope) -> str:
-    """``"GET /path"`` (``"WEBSOCKET /path"`` for websockets), each part escaped and cut to at
-    most 1 KiB (see ``log_safe``)."""
+    """``"GET /path"`` (``"WEBSOCKET /path"``), each part through ``log_safe``."""
     method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
-    path = scope.get("path", "")
-    return f"{log_safe(str(method))} {log_safe(str(path))}"
+    return f"{log_safe(str(method))} {log_safe(str(scope.get('path', '')))}"

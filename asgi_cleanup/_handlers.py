@@ -1,14 +1,9 @@
 """Handler references: parse, import and check them.
 
-A reference names a callable by module and attribute, in one of three spellings:
-
-- ``"pkg.mod:attr.sub"``: entry-point style; the attribute path may be dotted;
-- ``"pkg.mod::attr"``: mod_python style, the same thing;
-- ``"pkg.mod"``: the module's ``cleanuphandler`` attribute, mod_python's default name for
-  the cleanup phase.
-
-Resolution problems raise ``ValueError`` (the reference is wrong) or ``TypeError`` (what it
-names cannot be called that way); :mod:`asgi_cleanup.settings` adds file and table context.
+``"pkg.mod:attr.sub"`` (entry-point style), ``"pkg.mod::attr"`` (mod_python style) or
+``"pkg.mod"``, meaning its ``cleanuphandler`` (mod_python's default name for this phase). A
+wrong reference is a ``ValueError``, a callable that cannot be called so a ``TypeError``; the
+loader adds the file, table and key.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from ._describe import cut, describe_value, is_generator_callable, safe_repr
 from .errors import SettingsError
 
 DEFAULT_ATTRIBUTE = "cleanuphandler"
-
 _ARGUMENTS = {
     1: "one positional argument (the Outcome)",
     3: "three positional arguments (cleanup, exception, outcome)",
@@ -30,21 +24,14 @@ _ARGUMENTS = {
 
 
 def parse_reference(ref: str) -> tuple[str, str]:
-    """Split a handler reference into ``(module name, dotted attribute path)``.
+    """``(module, dotted attribute path)``: ``"a.b:f"`` and ``"a.b::f"`` give ``("a.b", "f")``,
+    ``"a.b"`` gives ``("a.b", "cleanuphandler")``.
 
-    ``"a.b::f"`` and ``"a.b:f"`` give ``("a.b", "f")``; ``"a.b"`` gives
-    ``("a.b", "cleanuphandler")``. Whitespace is not stripped: it makes the reference invalid.
-
-    :raises ValueError: if ``ref`` has none of the three forms, or a part is not a dotted
-        Python name (relative module names included).
+    :raises ValueError: if a part is not a dotted Python name (whitespace, a relative module).
     """
-    if "::" in ref:
-        module, _, attr = ref.partition("::")
-    elif ":" in ref:
-        module, _, attr = ref.partition(":")
-    else:
-        module, attr = ref, DEFAULT_ATTRIBUTE
-    if not (_is_dotted_name(module) and _is_dotted_name(attr)):
+    module, colon, attr = ref.partition(":")
+    attr = attr.removeprefix(":") if colon else DEFAULT_ATTRIBUTE
+    if not all(part.isidentifier() for part in (*module.split("."), *attr.split("."))):
         raise ValueError(
             "not a handler reference; expected 'package.module:attribute', "
             "'package.module::attribute' or 'package.module' (meaning its cleanuphandler)"
@@ -52,37 +39,23 @@ def parse_reference(ref: str) -> tuple[str, str]:
     return module, attr
 
 
-def _is_dotted_name(name: str) -> bool:
-    return bool(name) and all(part.isidentifier() for part in name.split("."))
+def resolve(ref: str, resolved: dict[tuple[str, str], object]) -> object:
+    """What ``ref`` names, its module imported. Each ``(module, attribute)`` is looked up once
+    per ``resolved``, so two spellings of one reference give the very same object, a bound
+    method included.
 
-
-class Resolver:
-    """Resolves references, each distinct ``(module, attribute)`` pair once.
-
-    Resolving once per pair keeps "the same handler" an identity question: two spellings of
-    one reference (``a:f``, ``a::f``) give the very same object, even where a fresh attribute
-    lookup would not (bound methods).
+    :raises ValueError: for a malformed reference, a module that cannot be imported (its
+        exception's type and text in the message) or a missing attribute.
     """
-
-    def __init__(self) -> None:
-        self._resolved: dict[tuple[str, str], object] = {}
-
-    def resolve(self, ref: str) -> object:
-        """Import the module and walk the attribute path; return what it names.
-
-        :raises ValueError: for a malformed reference, a module that cannot be imported (the
-            original exception's type and text are in the message), or a missing attribute.
-        """
-        key = parse_reference(ref)
-        if key not in self._resolved:
-            self._resolved[key] = _import(*key)
-        return self._resolved[key]
+    key = parse_reference(ref)
+    if key not in resolved:
+        resolved[key] = _import(*key)
+    return resolved[key]
 
 
 def handler_key(handler: object) -> object:
-    """What makes two resolved handlers the same handler: the object itself, or for a bound
-    method (a fresh object at every attribute lookup) its instance and function, so that
-    ``m:pool.close`` resolved by two middlewares, or through an alias of ``pool``, is one."""
+    """What makes two handlers the same: the object, or for a bound method (a fresh object at
+    every lookup) its instance and function."""
     if type(handler) is MethodType:
         return (id(handler.__self__), id(handler.__func__))
     return id(handler)
@@ -92,21 +65,20 @@ def _import(module_name: str, attr_path: str) -> object:
     try:
         obj: object = importlib.import_module(module_name)
     except SettingsError:
-        # The module built a middleware of its own whose settings failed (often these very
-        # settings, through a circular import): that message already says it all, once.
+        # The module built a middleware whose settings failed (often these very settings,
+        # through a circular import): that message says it all, once.
         raise
-    except ModuleNotFoundError as exc:
-        # Missing module (or a parent package) versus a missing dependency of the module:
-        # the second is an error inside the handler's code, reported as such.
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise ValueError(
-                f"cannot import module {safe_repr(module_name)}: {_text(exc)}"
-            ) from exc
-        raise ValueError(_raised(module_name, exc)) from exc
     except BaseException as exc:
-        # SystemExit (sys.exit() at import) and KeyboardInterrupt included: a module that
-        # cannot be imported is a bad reference, never a silent exit (SPEC 4).
-        raise ValueError(_raised(module_name, exc)) from exc
+        # SystemExit and KeyboardInterrupt too: a module that cannot be imported is a bad
+        # reference, never an exit (SPEC 4). A missing module (or parent) is told apart from
+        # a missing dependency of the module, which is an error in the handler's code.
+        name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if name is not None and (module_name + ".").startswith(name + "."):
+            message = f"cannot import module {safe_repr(module_name)}: {_text(exc)}"
+        else:
+            message = f"importing module {safe_repr(module_name)} raised {type(exc).__name__}: "
+            message += _text(exc)
+        raise ValueError(message) from exc
     owner = f"module {safe_repr(module_name)}"
     walked: list[str] = []
     for part in attr_path.split("."):
@@ -121,10 +93,6 @@ def _import(module_name: str, attr_path: str) -> object:
     return obj
 
 
-def _raised(module_name: str, exc: BaseException) -> str:
-    return f"importing module {safe_repr(module_name)} raised {type(exc).__name__}: {_text(exc)}"
-
-
 def _text(exc: BaseException) -> str:
     try:
         return cut(str(exc), 500)
@@ -133,7 +101,7 @@ def _text(exc: BaseException) -> str:
 
 
 def _hint(owner: object, attr_path: str) -> str:
-    if isinstance(owner, ModuleType) and being_imported(owner):
+    if isinstance(owner, ModuleType) and _being_imported(owner):
         return (
             " yet: the module is still being imported (its code is running, further up: a "
             "circular import, as when it builds the middleware, or imports the module that "
@@ -145,28 +113,23 @@ def _hint(owner: object, attr_path: str) -> str:
     return ""
 
 
-def being_imported(module: ModuleType) -> bool:
-    """Whether ``module``'s top-level code is running in this thread's stack: it is partly
-    initialised, and names it defines further down do not exist yet."""
-    namespace = vars(module)
+def _being_imported(module: ModuleType) -> bool:
+    """Whether ``module``'s top-level code is running in this thread's stack."""
     frame = inspect.currentframe()
     while frame is not None:
-        if frame.f_globals is namespace and frame.f_code.co_name == "<module>":
+        if frame.f_globals is vars(module) and frame.f_code.co_name == "<module>":
             return True
         frame = frame.f_back
     return False
 
 
 def check_callable(obj: object, positional: int) -> Callable[..., object]:
-    """Return ``obj`` if it can be called with ``positional`` positional arguments.
+    """``obj``, if it can be called with ``positional`` positional arguments. Without a
+    readable signature (some builtins) only ``callable()`` is checked; defaults, ``*args`` and
+    optional keyword-only parameters are fine, a required keyword-only one is not.
 
-    Where :func:`inspect.signature` cannot read a signature (some builtins and extension
-    types) only ``callable()`` is checked. Extra parameters with defaults, ``*args`` and
-    optional keyword-only parameters are fine; a required keyword-only parameter is not.
-
-    :raises TypeError: if ``obj`` is not callable, is a generator or async generator function
-        (also as a ``functools.partial`` or an object's ``__call__``), or its signature cannot
-        bind the arguments.
+    :raises TypeError: if it is not callable, is a generator or async generator function (also
+        through ``functools.partial`` or ``__call__``), or cannot bind the arguments.
     """
     if not callable(obj):
         raise TypeError(f"not callable (it is {describe_value(obj, 60)})")
@@ -182,20 +145,14 @@ def check_callable(obj: object, positional: int) -> Callable[..., object]:
         signature.bind(*range(positional))
     except TypeError:
         wanted = _ARGUMENTS.get(positional, f"{positional} positional arguments")
-        raise TypeError(
-            f"cannot be called with {wanted}: its parameters are {_parameters(signature)}"
-        ) from None
+        bare = [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+        shown = signature.replace(parameters=bare, return_annotation=signature.empty)
+        raise TypeError(f"cannot be called with {wanted}: its parameters are {shown}") from None
     return obj
 
 
-def _parameters(signature: inspect.Signature) -> str:
-    # Annotations would only add noise (and are strings under postponed evaluation).
-    bare = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
-    return str(signature.replace(parameters=bare, return_annotation=inspect.Signature.empty))
-
-
 def callable_reference(func: Callable[..., object]) -> str:
-    """``module:qualname`` for a callable given directly rather than by reference."""
+    """``module:qualname`` of a callable given directly rather than by reference."""
     try:
         module = getattr(func, "__module__", None) or "?"
         name = getattr(func, "__qualname__", None) or type(func).__qualname__

@@ -1,6 +1,8 @@
-"""Validating a settings source's data, every key, with messages that name the file (and the
-line, where it can be found), the table, the key and the entry. Every problem is reported, not
-only the first: one line each in the one :class:`SettingsError`."""
+"""Validating a settings source's data: every key checked, every reference resolved.
+
+Every problem is reported, one line each in the one :class:`SettingsError`, naming the file
+(and the line, where it can be found), the table, the key and the entry.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +10,23 @@ import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from ._describe import safe_repr
-from ._handlers import Resolver, callable_reference, check_callable
-from ._hosts import parse_host_pattern
-from ._matching import Entry, Handler, Host, Location, Matcher
+from ._describe import kind_of, safe_repr
+from ._handlers import callable_reference, check_callable, resolve
+from ._matching import Entry, Handler, Host, Location, Matcher, to_ascii
 from ._options import timeout_range, validate_thread_limit, validate_timeout
-from ._reading import kind_of
-from ._toml_lines import Lines
 from .errors import SettingsError
 
 T = TypeVar("T")
 
-OPTION_NAMES: tuple[str, ...] = (
-    "timeout",
-    "shutdown_timeout",
-    "thread_limit",
-    "on_error",
-    "on_complete",
-)
-# The hooks among the options, and how many positional arguments each is called with.
+OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
+#: The hooks among the options, and how many positional arguments each is called with.
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}
-
 _TOP_KEYS = ("handlers", "host", "location", *OPTION_NAMES)
-_HOST_KEYS = ("name", "handlers")
-_LOCATION_KEYS = ("path", "host", "extensions", "handlers")
+_ARRAY = (list, tuple)
 
 
 class _Problem(Exception):
-    """One located problem; the loader notes it and goes on with the next key or entry."""
+    """One located problem: noted, and the loader goes on with the next key or entry."""
 
 
 def _is(value: object, kind: type | tuple[type, ...]) -> bool:
@@ -43,52 +34,73 @@ def _is(value: object, kind: type | tuple[type, ...]) -> bool:
     return issubclass(type(value), kind)
 
 
+def subject(value: object) -> str:
+    """An entry in a message: a reference as written, a callable by name."""
+    return callable_reference(value) if callable(value) else safe_repr(value)
+
+
+def parse_host_pattern(name: str) -> str:
+    """A ``[[host]]`` name (or a location's ``host``) lower-cased, without a trailing dot, in
+    its IDNA form. ``"*.example.com"`` is a wildcard; ``"[::1]"`` and ``"::1"`` are one name.
+
+    :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
+        but as the whole first label.
+    """
+    host = name.lower()
+    if not host or any(c.isspace() or c == "/" for c in host):
+        raise ValueError("is not a host name")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif host.count(":") == 1:
+        raise ValueError("must not include a port: hosts are compared with the port removed")
+    wildcard = host.startswith("*.")
+    rest = host[2:] if wildcard else host
+    if "*" in rest:
+        raise ValueError("may only use '*' as its whole first label, as in '*.example.com'")
+    rest = rest.rstrip(".")
+    if not rest:
+        raise ValueError("is not a host name")
+    return ("*." if wildcard else "") + to_ascii(rest)
+
+
 class Loader:
     """Validates one source's data and resolves its references.
 
-    ``toml`` selects the file's rules (references only, ``false`` for no limit) over a
-    mapping's (callables and ``None`` too). ``lines`` locates tables and keys in a file's
-    text. Every problem found is in the :class:`SettingsError` that :meth:`load` raises.
+    ``toml`` selects a file's rules (references only, ``false`` for no limit) over a
+    mapping's (callables and ``None`` too); ``lines`` is :func:`._reading.find_lines`'s.
     """
 
     def __init__(
-        self, source: str, top: str, *, toml: bool = False, lines: Lines | None = None
+        self, source: str, top: str, *, toml: bool = False, lines: dict[Any, int] | None = None
     ) -> None:
-        self.source = source
-        self.top = top
-        self.toml = toml
-        self.lines = lines
-        self.resolver = Resolver()
+        self.source, self.top, self.toml, self.lines = source, top, toml, lines or {}
+        self.resolved: dict[tuple[str, str], object] = {}
         self.problems: list[str] = []
-        # What the first problem came from (an import's exception, say): the error's cause.
-        self.cause: BaseException | None = None
+        self.cause: BaseException | None = None  # of the first problem: the error's cause
 
-    def locate(self, table: str, key: object = None, *entry: object, at: str | None = None) -> str:
-        """``file[:line]: table[, key k][, entry e]``; ``at`` is the key whose line to give
-        where it is not named."""
+    def note(
+        self, table: str, problem: str, key: object = None, *entry: object, at: str | None = None
+    ) -> None:
+        """Note a problem at ``file[:line]: table[, key k][, entry e]``; ``at`` is the key
+        whose line to give where it is not named."""
         at = at or (key if isinstance(key, str) else None)
-        line = self.lines.find(table, at) if self.lines else None
+        line = self.lines.get((table, at)) or self.lines.get((table, None))
         where = f"{self.source}{f':{line}' if line else ''}: {table}"
         if key is not None:
             where += f", key {safe_repr(key)}"
         if entry:
             where += f", entry {subject(entry[0])}"
-        return where
+        self.problems.append(f"{where}: {problem}")
 
     def fail(self, table: str, problem: str, key: object = None, *entry: object) -> NoReturn:
-        raise _Problem(f"{self.locate(table, key, *entry)}: {problem}")
-
-    def note(
-        self, table: str, problem: str, key: object = None, *entry: object, at: str | None = None
-    ) -> None:
-        self.problems.append(f"{self.locate(table, key, *entry, at=at)}: {problem}")
+        self.note(table, problem, key, *entry)
+        raise _Problem
 
     def collect(self, check: Callable[..., T], *args: Any) -> T | None:
-        """``check(*args)``; ``None`` (and the problem noted) if it found a problem."""
+        """``check(*args)``, or ``None`` where it found a problem (noted)."""
         try:
             return check(*args)
         except _Problem as problem:
-            self.problems.append(str(problem))
             self.cause = self.cause or problem.__context__
         except SettingsError as nested:  # a handler module's own settings failed
             self.problems.append(str(nested))
@@ -107,19 +119,14 @@ class Loader:
             if name in data
         }
         server = self.collect(self.handlers, self.top, data.get("handlers", []), "server-wide")
-        host_tables = self.collect(self.tables, data, "host") or []
-        hosts = [self.host(i, table) for i, table in enumerate(host_tables) if table is not None]
-        location_tables = self.collect(self.tables, data, "location") or []
-        locations = [
-            self.location(i, table) for i, table in enumerate(location_tables) if table is not None
-        ]
+        contexts: dict[str, list[Any]] = {}
+        for name, build in (("host", self.host), ("location", self.location)):
+            tables = self.collect(self.tables, data, name) or []
+            built = [build(f"{name}[{i}]", t) for i, t in enumerate(tables) if t is not None]
+            contexts[name] = [context for context in built if context]
         if self.problems:
             raise SettingsError("\n".join(self.problems)) from self.cause
-        return options, Matcher(
-            server or [],
-            [host for host in hosts if host is not None],
-            [location for location in locations if location is not None],
-        )
+        return options, Matcher(server or [], contexts["host"], contexts["location"])
 
     def keys_ok(
         self,
@@ -128,7 +135,7 @@ class Loader:
         allowed: Sequence[str],
         required: Sequence[str],
     ) -> bool:
-        """Note unknown keys; whether every required key is there."""
+        """Note unknown and missing keys; whether none is missing."""
         suggested = set()
         for key in data:
             if not _is(key, str):
@@ -154,10 +161,11 @@ class Loader:
         except (TypeError, ValueError) as exc:
             if name == "thread_limit":
                 self.fail(self.top, str(exc), name)
-            # The validator's wording is for keyword arguments; a file spells "no limit" false.
+            # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
-            seconds = f"a number of seconds {timeout_range(name)}"
-            problem = f"must be {seconds}, or {no_limit} for no limit"
+            problem = (
+                f"must be a number of seconds {timeout_range(name)}, or {no_limit} for no limit"
+            )
             self.fail(self.top, f"{problem}; got {kind_of(value)}", name)
 
     def hook(self, name: str, value: object) -> Handler | None:
@@ -170,7 +178,7 @@ class Loader:
 
     def resolve(self, table: str, key: str, item: object, positional: int) -> Handler:
         try:
-            found = self.resolver.resolve(item) if _is(item, str) else item  # type: ignore[arg-type]
+            found = resolve(item, self.resolved) if _is(item, str) else item  # type: ignore[arg-type]
             return check_callable(found, positional)
         except (TypeError, ValueError) as exc:
             self.fail(table, str(exc), key, item)
@@ -180,44 +188,36 @@ class Loader:
             self.fail(table, f"cannot be checked: {type(exc).__name__}: {exc}", key, item)
 
     def handlers(self, table: str, value: object, context: str) -> list[Entry]:
+        what = "must be an array of handler references"
         if _is(value, str):
-            self.fail(
-                table, f'must be an array of handler references; write ["{value}"]', "handlers"
-            )
-        if not _is(value, (list, tuple)):
-            self.fail(
-                table, f"must be an array of handler references, not {kind_of(value)}", "handlers"
-            )
-        assert isinstance(value, list | tuple)  # safe now: checked by type above
+            self.fail(table, f'{what}; write ["{value}"]', "handlers")
+        if not _is(value, _ARRAY):
+            self.fail(table, f"{what}, not {kind_of(value)}", "handlers")
         entries: list[Entry] = []
+        assert isinstance(value, list | tuple)  # checked by type above
         for item in value:
             if not _is(item, str) and (self.toml or not callable(item)):
                 wanted = "a handler reference" + ("" if self.toml else " or a callable")
                 self.note(table, f"must be {wanted}, not {kind_of(item)}", "handlers", item)
-                continue
-            handler = self.collect(self.resolve, table, "handlers", item, 1)
-            if handler is not None:
+            elif (handler := self.collect(self.resolve, table, "handlers", item, 1)) is not None:
                 ref = item if _is(item, str) else callable_reference(handler)
                 entries.append((ref, handler, context))
         return entries
 
     def tables(self, data: Mapping[Any, object], key: str) -> list[Mapping[Any, object] | None]:
+        """The tables of ``[[key]]``; ``None`` (noted) for an item that is not one."""
         value = data.get(key, [])
         if _is(value, Mapping):
             self.fail(self.top, f"must be an array of tables: write [[{key}]], not [{key}]", key)
-        if not _is(value, (list, tuple)):
+        if not _is(value, _ARRAY):
             self.fail(
                 self.top, f"must be an array of tables ([[{key}]]), not {kind_of(value)}", key
             )
-        assert isinstance(value, list | tuple)  # safe now: checked by type above
-        tables: list[Mapping[Any, object] | None] = []
+        assert isinstance(value, list | tuple)  # checked by type above
         for index, table in enumerate(value):
-            if _is(table, Mapping):
-                tables.append(table)
-            else:  # None keeps the indexes of the tables after it
+            if not _is(table, Mapping):
                 self.note(f"{key}[{index}]", f"must be a table, not {kind_of(table)}")
-                tables.append(None)
-        return tables
+        return [table if _is(table, Mapping) else None for table in value]
 
     def host_name(self, table: str, key: str, value: object) -> str:
         if not _is(value, str):
@@ -227,13 +227,11 @@ class Loader:
         except ValueError as exc:
             self.fail(table, f"{safe_repr(value)} {exc}", key)
 
-    def host(self, index: int, table: Mapping[Any, object]) -> Host | None:
-        label = f"host[{index}]"
-        if not self.keys_ok(label, table, _HOST_KEYS, ("name", "handlers")):
+    def host(self, label: str, table: Mapping[Any, object]) -> Host | None:
+        if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
             return None
         pattern = self.collect(self.host_name, label, "name", table["name"])
-        context = f"{label} {pattern}"
-        entries = self.collect(self.handlers, label, table["handlers"], context)
+        entries = self.collect(self.handlers, label, table["handlers"], f"{label} {pattern}")
         return Host(pattern, tuple(entries)) if pattern and entries is not None else None
 
     def location_path(self, label: str, path: object) -> str:
@@ -243,27 +241,21 @@ class Loader:
         if not path.startswith("/"):
             self.fail(label, f"{safe_repr(path)} must start with '/'", "path")
         if "?" in path or "#" in path:
-            self.fail(
-                label,
-                f"{safe_repr(path)} must be a path alone: request paths never hold a query "
-                "string or fragment, so it could never match",
-                "path",
-            )
+            problem = "must be a path alone: request paths never hold a query string or fragment"
+            self.fail(label, f"{safe_repr(path)} {problem}, so it could never match", "path")
         return path
 
-    def location(self, index: int, table: Mapping[Any, object]) -> Location | None:
-        label = f"location[{index}]"
-        if not self.keys_ok(label, table, _LOCATION_KEYS, ("path", "handlers")):
+    def location(self, label: str, table: Mapping[Any, object]) -> Location | None:
+        keys = ("path", "host", "extensions", "handlers")
+        if not self.keys_ok(label, table, keys, ("path", "handlers")):
             return None
         path = self.collect(self.location_path, label, table["path"])
         host = (
             self.collect(self.host_name, label, "host", table["host"]) if "host" in table else None
         )
-        extensions = (
-            self.collect(self.extensions, label, table["extensions"]) or ()
-            if "extensions" in table
-            else ()
-        )
+        extensions: tuple[str, ...] = ()
+        if "extensions" in table:
+            extensions = self.collect(self.extensions, label, table["extensions"]) or ()
         context = f"{label} {path}" + (f" host {host}" if host else "")
         context += f" | {' '.join(extensions)}" if extensions else ""
         entries = self.collect(self.handlers, label, table["handlers"], context)
@@ -272,10 +264,10 @@ class Loader:
         return Location(path.rstrip("/"), host, extensions, tuple(entries))
 
     def extensions(self, table: str, value: object) -> tuple[str, ...]:
-        if not _is(value, (list, tuple)) or not value:
-            found = "an empty array" if _is(value, (list, tuple)) else kind_of(value)
+        if not _is(value, _ARRAY) or not value:
+            found = "an empty array" if _is(value, _ARRAY) else kind_of(value)
             self.fail(table, f"must be a non-empty array like ['.csv'], not {found}", "extensions")
-        assert isinstance(value, list | tuple)  # safe now: checked by type above
+        assert isinstance(value, list | tuple)  # checked by type above
         for item in value:
             if not _is(item, str):
                 self.fail(table, f"must be a string, not {kind_of(item)}", "extensions", item)
@@ -283,8 +275,3 @@ class Loader:
                 problem = "must be a dot and a suffix without '/', as in '.csv'"
                 self.fail(table, problem, "extensions", item)
         return tuple(value)
-
-
-def subject(value: object) -> str:
-    """How an entry is named in a message: a reference as written, a callable by name."""
-    return callable_reference(value) if callable(value) else safe_repr(value)

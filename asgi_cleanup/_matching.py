@@ -1,64 +1,111 @@
-"""Which directive cleanups apply to a request: host and location matching.
+"""Which directive cleanups a request gets: host and location matching, behind bounded caches.
 
-Everything that does not depend on the request is computed when the settings load. A
-request's host selects a *plan* (the server-wide and host handlers, already ordered and
-deduplicated, plus the locations that can apply under that host); a plan's locations are
-then matched against the route path. Plans are shared by every host that matches the same
-contexts. In front of both steps sits one cache of answers (:mod:`asgi_cleanup._answers`).
-Every cache is bounded.
+What does not depend on the request is worked out when the settings load. A request's host
+selects a shared *plan* (the server-wide and host handlers, ordered and deduplicated, and the
+locations that can apply under that host), whose locations are then matched against the
+route path. In front sits one cache of answers by raw request data. Every cache is keyed by
+what a client sends, so each is bounded: cleared when full, which keeps a hit one dict lookup,
+and a key longer than ``MAX_CACHED_PATH`` is not kept.
+
+Hosts are compared lower-cased, without port, trailing dot or IPv6 brackets, and in their
+IDNA form (``bücher.example`` as ``xn--bcher-kva.example``), as browsers send them (SPEC 4).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from ._answers import MAX_CACHED_PATH, by_host_and_path, constant, path_only, route_path
 from ._handlers import handler_key
-from ._hosts import host_matches, normalize_host
 from ._types import Scope
 
 Handler = Callable[..., object]
 #: ``(reference as written, resolved callable, context label)``
 Entry = tuple[str, Handler, str]
 DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
+#: The raw Host header; the server's host in a tuple, so that it never compares with header
+#: bytes (``b"a" == "a"`` warns under ``python -b``); or ``None``.
+HostKey = bytes | tuple[str] | None
 
-#: Plans' path caches (see ``_answers`` for the bounds every cache keeps).
-PATH_CACHE_SIZE = 2048
+ANSWER_CACHE_SIZE = 2048  # answers by (root_path, host, path)
+PATH_CACHE_SIZE = 2048  # each plan's handlers by route path
+HOST_CACHE_SIZE = 1024  # plans by host
+MAX_CACHED_PATH = 512
+MAX_NAME = 253  # the longest DNS name; a longer host matches nothing and is not IDNA-encoded
+
+
+def to_ascii(host: str) -> str:
+    """``host`` in its IDNA form if it is not ASCII.
+
+    :raises ValueError: if it is not a valid internationalised domain name.
+    """
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"is not a valid internationalised host name ({exc})") from None
+
+
+def normalize_host(value: str) -> str:
+    """A Host header value or server address as compared with ``[[host]]`` names:
+    ``"Example.COM.:80"`` is ``"example.com"``, ``"[::1]:80"`` is ``"::1"``, a bare IPv6
+    address stays whole. A name too long or not valid IDNA stays as it is: it matches nothing.
+    """
+    host = value.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        host = host[1:end] if end != -1 else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    host = host.rstrip(".")
+    try:
+        return to_ascii(host) if len(host) <= MAX_NAME else host
+    except ValueError:
+        return host
+
+
+def host_matches(pattern: str, host: str | None) -> bool:
+    """``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
+    ``example.com``; no host (``None``) matches nothing."""
+    if host is None:
+        return False
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def route_path(path: str, root_path: str) -> str:
+    """``path`` less a ``root_path`` prefix, exactly as Starlette's ``get_route_path``."""
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    return path[len(root_path) :] if path[len(root_path)] == "/" else path
 
 
 class Host(NamedTuple):
-    """A ``[[host]]`` context."""
-
     pattern: str
     entries: tuple[Entry, ...]
 
 
 class Location(NamedTuple):
-    """A ``[[location]]`` context; ``path`` is normalised (no trailing ``/``; ``""`` for root)."""
-
-    path: str
+    path: str  # without a trailing "/": "" for the root
     host: str | None
     extensions: tuple[str, ...]
     entries: tuple[Entry, ...]
 
     def matches(self, path: str) -> bool:
-        """Whole-segment prefix match, then the extension filter (case-sensitive)."""
+        """Whole-segment prefix match, then the extensions (case-sensitive)."""
         own = self.path
         if own and not (path.startswith(own) and (len(path) == len(own) or path[len(own)] == "/")):
             return False
         return not self.extensions or path.endswith(self.extensions)
 
 
-def dedupe(entries: Iterable[Entry]) -> list[Entry]:
-    """Keep each handler (see ``handler_key``) at its first place only."""
-    return dedupe_reporting(entries)[0]
-
-
-def dedupe_reporting(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Entry]]]:
-    """``dedupe``, and each entry dropped with the kept entry of the same handler."""
+def dedupe(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Entry]]]:
+    """Each handler at its first place only; and each entry dropped, with the one kept."""
     first: dict[object, Entry] = {}
-    kept: list[Entry] = []
     dropped: list[tuple[Entry, Entry]] = []
     for entry in entries:
         key = handler_key(entry[1])
@@ -66,8 +113,13 @@ def dedupe_reporting(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[
             dropped.append((entry, first[key]))
         else:
             first[key] = entry
-            kept.append(entry)
-    return kept, dropped
+    return list(first.values()), dropped
+
+
+def _keep(cache: dict[Any, Any], key: object, value: object, size: int) -> None:
+    if len(cache) >= size:
+        cache.clear()
+    cache[key] = value
 
 
 class _Plan:
@@ -81,21 +133,17 @@ class _Plan:
         self.locations = locations
         self.cache: dict[str, tuple[Handler, ...]] = {}
 
-    def entries(self, path: str) -> list[Entry]:
-        matched = [loc.entries for loc in self.locations if loc.matches(path)]
-        if not matched:
-            return self.base_entries
-        return dedupe([*self.base_entries, *(e for entries in matched for e in entries)])
-
     def lookup(self, path: str) -> tuple[Handler, ...]:
+        if not self.locations:
+            return self.base
         handlers = self.cache.get(path)
         if handlers is None:
-            entries = self.entries(path)
-            handlers = self.base if entries is self.base_entries else tuple(e[1] for e in entries)
+            matched = [e for loc in self.locations if loc.matches(path) for e in loc.entries]
+            handlers = self.base
+            if matched:
+                handlers = tuple(e[1] for e in dedupe([*self.base_entries, *matched])[0])
             if len(path) <= MAX_CACHED_PATH:
-                if len(self.cache) >= PATH_CACHE_SIZE:
-                    self.cache.clear()
-                self.cache[path] = handlers
+                _keep(self.cache, path, handlers, PATH_CACHE_SIZE)
         return handlers
 
 
@@ -106,7 +154,7 @@ class Matcher:
         self, server: Sequence[Entry], hosts: Sequence[Host], locations: Sequence[Location]
     ) -> None:
         self.listed_server = tuple(server)
-        self.server = tuple(dedupe(server))
+        self.server = tuple(dedupe(server)[0])
         self.hosts = tuple(hosts)
         # Broader before narrower; sorted() is stable, so ties stay in file order.
         self.locations = tuple(sorted(locations, key=lambda loc: len(loc.path)))
@@ -114,52 +162,118 @@ class Matcher:
         self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], _Plan] = {}
 
     def plan(self, host: str | None) -> _Plan:
-        """The (shared) plan for a normalised host, or for no host at all."""
+        """The plan for a normalised host (or none), shared by hosts matching the same contexts."""
         host_ids = tuple(i for i, h in enumerate(self.hosts) if host_matches(h.pattern, host))
         location_ids = tuple(
             i
             for i, loc in enumerate(self.locations)
             if loc.host is None or host_matches(loc.host, host)
         )
-        key = (host_ids, location_ids)
-        plan = self._plans.get(key)
+        plan = self._plans.get((host_ids, location_ids))
         if plan is None:
             base = dedupe([*self.server, *(e for i in host_ids for e in self.hosts[i].entries)])
-            plan = _Plan(base, tuple(self.locations[i] for i in location_ids))
-            self._plans[key] = plan
+            plan = _Plan(base[0], tuple(self.locations[i] for i in location_ids))
+            self._plans[host_ids, location_ids] = plan
         return plan
 
-    def explain(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
-        """Entries in run order for a raw host value (port allowed) and a full path."""
-        normalized = normalize_host(host) if host else None
-        return list(self.plan(normalized or None).entries(route_path(path, root_path)))
-
-    def dropped(
-        self, host: str | None, path: str, root_path: str = ""
-    ) -> list[tuple[Entry, Entry]]:
-        """The entries ``explain`` leaves out as duplicates, each with the kept entry of the
-        same handler."""
-        normalized = normalize_host(host) if host else None
+    def listed(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
+        """Every entry of the contexts matching a raw host value (port allowed; ``None`` or
+        ``""``: no host) and a full path, in run order, duplicates included."""
+        name = normalize_host(host) if host else None
         route = route_path(path, root_path)
-        listed = [
+        return [
             *self.listed_server,
-            *(e for h in self.hosts if host_matches(h.pattern, normalized) for e in h.entries),
+            *(e for h in self.hosts if host_matches(h.pattern, name) for e in h.entries),
             *(
                 e
                 for loc in self.locations
-                if (loc.host is None or host_matches(loc.host, normalized)) and loc.matches(route)
+                if (loc.host is None or host_matches(loc.host, name)) and loc.matches(route)
                 for e in loc.entries
             ),
         ]
-        return dedupe_reporting(listed)[1]
 
     def build(self) -> DirectivesFor:
-        """The per-request function: ``scope -> tuple of handlers`` in run order."""
+        """The per-request function ``scope -> handlers`` in run order."""
         if not self.hosts and not self.locations:
-            return constant(self.server_handlers())
-        if not self.uses_host:
-            return path_only(self.plan(None))
-        return by_host_and_path(self.plan)
+            handlers = tuple(entry[1] for entry in self.server)
+            return lambda scope: handlers
+        return _lookup(self.plan, self.uses_host)
 
-    def server_handlers(self) -> tuple[Handler, ...]:
-        return tuple(entry[1] for entry in self.server)
+
+def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> DirectivesFor:
+    plans: dict[HostKey, _Plan] = {}
+    # root_path -> host key (only where hosts matter) -> path -> handlers
+    answers: dict[str, dict[Any, Any]] = {}
+    size = 0  # answers held, all levels together
+
+    def resolve(scope: Scope) -> tuple[Handler, ...]:
+        nonlocal size
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path") or ""
+        host = _host_key(scope) if uses_host else None
+        level = answers.get(root_path, {})
+        handlers: tuple[Handler, ...] | None = (level.get(host, {}) if uses_host else level).get(
+            path
+        )
+        if handlers is not None:
+            return handlers
+        # Only the client's strings count: the server's host is not client data.
+        cacheable = max(len(path), len(root_path)) <= MAX_CACHED_PATH and not (
+            isinstance(host, bytes) and len(host) > MAX_CACHED_PATH
+        )
+        plan = plans.get(host)
+        if plan is None:
+            plan = plan_for(_host_from_key(host))
+            if cacheable:
+                _keep(plans, host, plan, HOST_CACHE_SIZE)
+        handlers = plan.lookup(route_path(path, root_path))
+        if cacheable:
+            if size >= ANSWER_CACHE_SIZE:
+                answers.clear()
+                size = 0
+            level = answers.setdefault(root_path, {})
+            (level.setdefault(host, {}) if uses_host else level)[path] = handlers
+            size += 1
+        return handlers
+
+    def by_path(scope: Scope) -> tuple[Handler, ...]:
+        try:  # costs nothing until something raises
+            return answers[scope["root_path"]][scope["path"]]  # type: ignore[no-any-return]
+        except KeyError:
+            return resolve(scope)
+
+    def by_host_and_path(scope: Scope) -> tuple[Handler, ...]:
+        # The Host header is looked for first where nearly every client puts it. Anything
+        # missing or unusual, and a miss, goes to resolve(), which reads the scope with care.
+        try:
+            name, host = scope["headers"][0]
+            if name != b"host":
+                host = _host_key(scope)
+            return answers[scope["root_path"]][host][scope["path"]]  # type: ignore[no-any-return]
+        except (LookupError, TypeError, ValueError):
+            return resolve(scope)
+
+    return by_host_and_path if uses_host else by_path
+
+
+def _host_key(scope: Scope) -> HostKey:
+    """The first ``host`` header's raw value; without one, or an empty one, the server's."""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            if value:
+                return value  # type: ignore[no-any-return]
+            break
+    server = scope.get("server")
+    return (server[0],) if server else None
+
+
+def _host_from_key(key: HostKey) -> str | None:
+    if key is None:
+        return None
+    if isinstance(key, tuple):
+        return normalize_host(key[0]) or None
+    try:  # UTF-8 where it is (a Unicode name sent as is), else Latin-1 as HTTP has it
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = key.decode("latin-1")
+    return normalize_host(text) or None

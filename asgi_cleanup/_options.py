@@ -1,16 +1,18 @@
-"""Validation of the middleware's options, shared by keyword arguments and settings files."""
+"""The middleware's option validators, for keyword arguments and settings files alike."""
 
 import math
 from typing import Any
 
-# A per-cleanup timeout of 0 would time every cleanup out before it starts; a shutdown bound
-# of 0 is a real choice: do not wait for cleanups at shutdown.
-_POSITIVE = frozenset({"timeout"})
+
+def timeout_range(name: str) -> str:
+    # A per-cleanup timeout of 0 would time every cleanup out before it starts; a shutdown
+    # bound of 0 is a real choice: do not wait for cleanups at shutdown.
+    return "> 0" if name == "timeout" else ">= 0"
 
 
 def validate_timeout(name: str, value: Any) -> float | None:
-    """A number of seconds, or ``None`` for no limit: ``timeout`` must be > 0, other
-    timeouts (``shutdown_timeout``) >= 0.
+    """Seconds as a ``float``, or ``None`` for no limit (infinity too): ``timeout`` > 0, others
+    (``shutdown_timeout``) >= 0.
 
     :raises TypeError: for anything but ``None``, an ``int`` or a ``float`` (``bool`` too).
     :raises ValueError: for a number out of range, or NaN.
@@ -19,22 +21,14 @@ def validate_timeout(name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or value < 0 or (value == 0 and name in _POSITIVE):
+    if math.isnan(value) or value < 0 or (value == 0 and timeout_range(name) == "> 0"):
         raise ValueError(f"{name} must be {timeout_range(name)} seconds or None, got {value!r}")
     return None if math.isinf(value) else float(value)
 
 
-def timeout_range(name: str) -> str:
-    """``"> 0"`` or ``">= 0"``: the seconds a timeout option takes."""
-    return "> 0" if name in _POSITIVE else ">= 0"
-
-
 def validate_thread_limit(value: Any) -> int:
-    """An ``int`` of at least 1.
-
-    :raises TypeError: for anything but an ``int`` (``bool`` too).
-    :raises ValueError: for a number below 1.
-    """
+    """:raises TypeError: for anything but an ``int`` (``bool`` too).
+    :raises ValueError: for a number below 1."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"thread_limit must be an int >= 1, got {value!r}")
     if value < 1:

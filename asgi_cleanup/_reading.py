@@ -1,7 +1,10 @@
-"""Reading a settings file defensively (SPEC 4): a regular file of at most 1 MiB, UTF-8 TOML
-nested no deeper than a settings file can need, and the ``[tool.asgi-cleanup]`` table of a
-``pyproject.toml``. Every problem is a :class:`SettingsError` naming the file, never a hang
-(a FIFO), a ``MemoryError`` (``/dev/zero``) or a ``RecursionError`` (deep nesting)."""
+"""Reading a settings file defensively (SPEC 4), and finding its tables' and keys' lines.
+
+Only a regular file of at most 1 MiB is read, as UTF-8 TOML nested no deeper than a settings
+file can need; a ``pyproject.toml`` gives its ``[tool.asgi-cleanup]`` table. Every problem is
+a :class:`SettingsError` naming the file, never a hang (a FIFO), a ``MemoryError``
+(``/dev/zero``) or a ``RecursionError`` (deep nesting).
+"""
 
 from __future__ import annotations
 
@@ -10,49 +13,77 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
 from typing import Any
 
-from ._describe import safe_repr
+from ._describe import kind_of
 from .errors import SettingsError
 
 PYPROJECT_TABLE = "asgi-cleanup"
 MAX_BYTES = 1024 * 1024
-#: Brackets and braces open at once. A settings file needs 3 (``[[location]]``, then
-#: ``extensions = [...]``; pyproject's headers are no deeper); tomllib recurses per level.
+#: Brackets and braces open at once: a settings file needs 3, and tomllib recurses per level.
 MAX_DEPTH = 16
 
-# The tokens that matter for nesting: strings (whose brackets do not count), comments, and
-# brackets. Valid TOML is tokenised exactly; anything else fails in tomllib anyway.
+# What matters for nesting: strings (whose brackets do not count), comments and brackets.
+# Valid TOML is tokenised exactly; anything else fails in tomllib anyway.
 _TOKENS = re.compile(
     r'"""(?:[^\\]|\\.)*?""""{0,2}|\'\'\'.*?\'\'\'\'{0,2}|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\''
     r"|#[^\n]*|[\[\]{}]",
     re.DOTALL,
 )
+_MULTILINE = re.compile(r'""".*?""""{0,2}|\'\'\'.*?\'\'\'\'{0,2}', re.DOTALL)
+_HEADER = re.compile(r"[ \t]*(\[\[?)[ \t]*([A-Za-z0-9_.-]+)[ \t]*\]\]?[ \t]*(?:#.*)?$")
+_KEY = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=")
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
-    """Parse a settings file; return its settings table, that table's label and the file's
-    text (to locate keys by line).
-
-    For a file named ``pyproject.toml`` the table is ``[tool.asgi-cleanup]``.
-    """
-    text = _read_text(path)
+    """The file's settings table, that table's label (``"top level"``, or
+    ``"[tool.asgi-cleanup]"`` in a file named ``pyproject.toml``) and the file's text."""
+    # stat() before open(): opening a FIFO blocks until a writer comes, and opening a device
+    # can act on it. The opened file is checked again: it may have been replaced meanwhile.
+    try:
+        _check_regular(path, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as file:
+            _check_regular(path, os.fstat(fd))
+            raw = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        where = ""
+        if not os.path.isabs(path):  # the server may run elsewhere than the user thinks
+            try:
+                cwd = os.getcwd()
+                where = f" (looked for {os.path.join(cwd, path)}: relative to the working "
+                where += f"directory {cwd})"
+            except OSError:
+                pass
+        problem = f"cannot read settings file: {exc.strerror or exc}{where}"
+        raise SettingsError(f"{path}: {problem}") from None
+    if len(raw) > MAX_BYTES:
+        raise SettingsError(f"{path}: settings file is larger than 1 MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
     _check_depth(path, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: {exc}") from None
-    except RecursionError:  # not reached past _check_depth: kept as a backstop
+    except RecursionError:  # a backstop: _check_depth stops valid TOML first
         raise SettingsError(f"{path}: invalid TOML: nested too deeply") from None
     if os.path.basename(path) != "pyproject.toml":
         return data, "top level", text
     tool = data.get("tool")
-    table = tool.get(PYPROJECT_TABLE) if isinstance(tool, dict) else None
+    tool = tool if isinstance(tool, dict) else {}
+    table = tool.get(PYPROJECT_TABLE)
     if table is None:
-        close = difflib.get_close_matches(
-            PYPROJECT_TABLE, tool if isinstance(tool, dict) else (), n=1
-        )
+        close = difflib.get_close_matches(PYPROJECT_TABLE, tool, n=1)
         hint = f"; found [tool.{close[0]}], did you mean [tool.{PYPROJECT_TABLE}]?" if close else ""
         raise SettingsError(f"{path}: no [tool.{PYPROJECT_TABLE}] table{hint}")
     if not isinstance(table, dict):
@@ -60,60 +91,16 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
     return table, f"[tool.{PYPROJECT_TABLE}]", text
 
 
-def _read_text(path: str) -> str:
-    # stat() before open(): opening a FIFO blocks until a writer comes, and opening a device
-    # can act on it. The opened file is checked again (it may have been replaced meanwhile).
-    try:
-        _check_regular(path, os.stat(path))
-        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-        fd = os.open(path, flags)
-        with os.fdopen(fd, "rb") as file:
-            _check_regular(path, os.fstat(fd))
-            raw = file.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise SettingsError(
-            f"{path}: cannot read settings file: {exc.strerror or exc}{_tried(path)}"
-        ) from None
-    if len(raw) > MAX_BYTES:
-        raise SettingsError(f"{path}: settings file is larger than 1 MiB")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SettingsError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
-
-
 def _check_regular(path: str, status: os.stat_result) -> None:
-    mode = status.st_mode
-    if stat.S_ISREG(mode):
+    if stat.S_ISREG(status.st_mode):
         if status.st_size > MAX_BYTES:
             raise SettingsError(
                 f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)"
             )
         return
-    kind = (
-        "a directory"
-        if stat.S_ISDIR(mode)
-        else "a FIFO (named pipe)"
-        if stat.S_ISFIFO(mode)
-        else "a socket"
-        if stat.S_ISSOCK(mode)
-        else "a device"
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "not a regular file"
-    )
+    kind = next((kind for test, kind in _NOT_REGULAR if test(status.st_mode)), None)
+    kind = kind or "not a regular file"
     raise SettingsError(f"{path}: cannot read settings file: it is {kind}, not a regular file")
-
-
-def _tried(path: str) -> str:
-    """For a relative path: where it was looked for, since the working directory may not be
-    the one the user thinks of (a server started from elsewhere)."""
-    if os.path.isabs(path):
-        return ""
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        return ""
-    return f" (looked for {os.path.join(cwd, path)}: relative to the working directory {cwd})"
 
 
 def _check_depth(path: str, text: str) -> None:
@@ -132,12 +119,35 @@ def _check_depth(path: str, text: str) -> None:
             depth -= 1
 
 
-def kind_of(value: object) -> str:
-    """What a value is, for a message: ``a string ('x')``, its repr cut short."""
-    kind = _KINDS.get(type(value)) or (
-        "a table" if issubclass(type(value), Mapping) else f"a {type(value).__name__}"
-    )
-    return f"{kind} ({safe_repr(value, 60)})"
+def find_lines(text: str, top: str, data: dict[str, Any]) -> dict[tuple[str, str | None], int]:
+    """Line numbers by ``(table, key)``, and ``(table, None)`` for a table's header; tables
+    are labelled ``top`` and ``"host[0]"``, ``"location[2]"``...
 
-
-_KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
+    ``tomllib`` gives positions for syntax errors only, so plain headers and ``key =`` lines
+    are scanned for outside multi-line strings; not dotted keys, inline tables or quoted
+    header parts. An array whose headers do not tally with its tables gets no lines rather
+    than wrong ones.
+    """
+    prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
+    text = _MULTILINE.sub(lambda match: "\n" * match.group().count("\n"), text)
+    found: dict[tuple[str, str | None], int] = {}
+    counts: dict[str, int] = {}
+    table = None if prefix else top
+    for number, line in enumerate(text.splitlines(), 1):
+        if header := _HEADER.match(line):
+            brackets, name = header.groups()
+            rest, table = name.removeprefix(prefix), None
+            if brackets == "[" and prefix and name == prefix[:-1]:
+                table = top
+            elif brackets == "[[" and name.startswith(prefix) and "." not in rest:
+                counts[rest] = counts.get(rest, 0) + 1
+                table = f"{rest}[{counts[rest] - 1}]"
+            if table:
+                found[table, None] = number
+        elif table and (key := _KEY.match(line)):
+            found.setdefault((table, key.group(1)), number)
+    for name, count in counts.items():
+        tables = data.get(name)
+        if not isinstance(tables, list) or len(tables) != count:
+            found = {place: n for place, n in found.items() if not place[0].startswith(f"{name}[")}
+    return found

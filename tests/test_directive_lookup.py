@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from asgi_cleanup import _answers, _matching
+from asgi_cleanup import _matching
 from asgi_cleanup._matching import DirectivesFor
 from asgi_cleanup._types import Scope
 from asgi_cleanup.settings import load_settings
@@ -93,7 +93,7 @@ def answered_from_the_cache(scope: Scope) -> Scope:
 
 @pytest.fixture
 def small_cache(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(_answers, "ANSWER_CACHE_SIZE", 8)
+    monkeypatch.setattr(_matching, "ANSWER_CACHE_SIZE", 8)
     return 8
 
 
@@ -266,7 +266,7 @@ def test_a_repeated_request_is_answered_from_the_cache(monkeypatch: pytest.Monke
     def no_more_matching(*args: Any) -> None:
         raise AssertionError("matched again")
 
-    for module in (_matching, _answers):
+    for module in (_matching,):
         monkeypatch.setattr(module, "route_path", no_more_matching)
         monkeypatch.setattr(module, "normalize_host", no_more_matching)
     again = settings.directives_for(request("/admin/x", host=b"api.example.com", root_path="/"))
