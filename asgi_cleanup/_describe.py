@@ -1,8 +1,8 @@
-"""Naming callables, values and requests for log records and error messages; none of it raises.
+"""Naming callables, values and requests in log records and messages; none of it raises.
 
-A request is described by its method and path only, never headers, cookies or query string.
-A callable's attributes are the user's code (an unbound ``werkzeug.local.LocalProxy`` raises
-from every one), and looking at a cleanup must never fail the phase (SPEC 2.4).
+A request is its method and path only, never headers, cookies or query string. A callable's
+attributes are user code (an unbound ``LocalProxy`` raises from each): looking at a cleanup
+must never fail the phase (SPEC 2.4).
 """
 
 import functools
@@ -26,9 +26,8 @@ _KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string
 
 
 def describe_callable(func: Any) -> str:
-    """``module.qualname`` of a function, or of a callable object's class; a partial as
-    ``functools.partial(<inner>)``; ``<unnamed TypeName>`` if looking raises. Escaped, and
-    cut to ``MAX_ECHOED`` characters."""
+    """``module.qualname`` of a function or of a callable object's class, a partial as
+    ``functools.partial(<inner>)``, ``<unnamed TypeName>`` if looking raises; escaped, cut."""
     try:
         name = _name(func)
     except Exception:
@@ -55,9 +54,8 @@ def _name(func: Any) -> str:
 
 
 def _calls(func: Any, test: Callable[[Any], bool]) -> bool:
-    """``test`` of what calling ``func`` runs: through ``functools.partial``, and for an
-    instance (not a class: calling one constructs) its type's ``__call__``. ``False`` if
-    looking raises."""
+    """``test`` of what calling ``func`` runs: through partials, and for an instance (not a
+    class: calling one constructs) its type's ``__call__``. ``False`` if looking raises."""
     try:
         while isinstance(func, functools.partial):
             func = func.func
@@ -72,11 +70,9 @@ def _calls(func: Any, test: Callable[[Any], bool]) -> bool:
 
 
 def is_async_callable(func: Any) -> bool:
-    """Whether calling ``func`` gives a coroutine (see ``_calls``). If looking raises it is
-    sync: it runs in a thread, where its failure is logged like any other."""
+    """Whether calling ``func`` gives a coroutine; if looking raises, it runs in a thread."""
     if type(func) is types.FunctionType and not func.__dict__:
-        # The common case, fast; a function with attributes may carry markcoroutinefunction's
-        # marker, which only inspect reads.
+        # Fast; a function with attributes may carry markcoroutinefunction's marker.
         return bool(func.__code__.co_flags & _CO_COROUTINE)
     return _calls(func, inspect.iscoroutinefunction)
 
@@ -87,8 +83,8 @@ def is_generator_callable(func: Any) -> bool:
 
 
 def check_cleanup(func: object) -> None:
-    """:raises TypeError: naming what was passed (even when its ``repr`` raises), for a
-    non-callable or a generator or async generator function (see ``_calls``)."""
+    """:raises TypeError: naming ``func`` (even if ``repr`` raises), if it is not callable or
+    is a generator or async generator function (see ``_calls``)."""
     try:
         is_callable = callable(func)
     except Exception:
@@ -113,23 +109,20 @@ def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
 
 def kind_of(value: object) -> str:
     """What a settings value is: ``a string ('x')``, its repr cut short."""
-    kind = _KINDS.get(type(value)) or (
-        "a table" if issubclass(type(value), Mapping) else f"a {type(value).__name__}"
-    )
+    kind = _KINDS.get(type(value))
+    kind = kind or ("a table" if issubclass(type(value), Mapping) else f"a {type(value).__name__}")
     return f"{kind} ({safe_repr(value, 60)})"
 
 
 def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
-    """``repr(value)`` cut to ``limit`` characters; a placeholder if it raises (deep nesting's
-    ``RecursionError`` included)."""
+    """``repr(value)`` cut to ``limit`` characters; a placeholder if it raises."""
     try:
-        text = repr(value)
+        return cut(repr(value), limit)
     except Exception:
         try:
             return f"<{type(value).__qualname__} object (repr failed)>"
         except Exception:
             return "<object (repr failed)>"
-    return cut(text, limit)
 
 
 def cut(text: str, limit: int = MAX_ECHOED) -> str:
@@ -145,8 +138,8 @@ def escape_control(text: str) -> str:
 
 
 def log_safe(text: str, limit: int = MAX_LOGGED) -> str:
-    """``text`` escaped and cut to at most ``limit`` bytes of UTF-8, never inside an escape;
-    a cut one ends with ``… (N characters)``, N the length of ``text``."""
+    """``text`` escaped, cut to ``limit`` bytes of UTF-8 (never inside an escape) ending
+    ``… (N characters)``."""
     escaped = escape_control(text[:limit])
     if len(text) <= limit and len(escaped.encode()) <= limit:
         return escaped

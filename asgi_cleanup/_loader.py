@@ -12,21 +12,25 @@ from typing import Any, NoReturn, TypeVar
 
 from ._describe import kind_of, safe_repr
 from ._handlers import callable_reference, check_callable, resolve
-from ._matching import Entry, Handler, Host, Location, Matcher, to_ascii
+from ._matching import Entry, Handler, Host, Location, Matcher
 from ._options import timeout_range, validate_thread_limit, validate_timeout
 from .errors import SettingsError
 
 T = TypeVar("T")
+Table = Mapping[Any, object]
 
 OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
 #: The hooks among the options, and how many positional arguments each is called with.
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}
-_TOP_KEYS = ("handlers", "host", "location", *OPTION_NAMES)
 _ARRAY = (list, tuple)
 
 
 class _Problem(Exception):
-    """One located problem: noted, and the loader goes on with the next key or entry."""
+    """What is wrong, and the array item it is about, if any; noted where it was checked."""
+
+
+def _fail(problem: str, *entry: object) -> NoReturn:
+    raise _Problem(problem, *entry)
 
 
 def _is(value: object, kind: type | tuple[type, ...]) -> bool:
@@ -40,8 +44,8 @@ def subject(value: object) -> str:
 
 
 def parse_host_pattern(name: str) -> str:
-    """A ``[[host]]`` name (or a location's ``host``) lower-cased, without a trailing dot, in
-    its IDNA form. ``"*.example.com"`` is a wildcard; ``"[::1]"`` and ``"::1"`` are one name.
+    """A ``[[host]]`` name or location ``host`` lower-cased, without trailing dot, as IDNA.
+    ``"*.example.com"`` is a wildcard; ``"[::1]"`` and ``"::1"`` are one name.
 
     :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
         but as the whole first label.
@@ -60,15 +64,51 @@ def parse_host_pattern(name: str) -> str:
     rest = rest.rstrip(".")
     if not rest:
         raise ValueError("is not a host name")
-    return ("*." if wildcard else "") + to_ascii(rest)
+    try:
+        rest = rest if rest.isascii() else rest.encode("idna").decode()
+    except UnicodeError as exc:
+        raise ValueError(f"is not a valid internationalised host name ({exc})") from None
+    return ("*." if wildcard else "") + rest
+
+
+def _host_name(value: object) -> str:
+    if not _is(value, str):
+        _fail(f"must be a host name string, not {kind_of(value)}")
+    try:
+        return parse_host_pattern(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        _fail(f"{safe_repr(value)} {exc}")
+
+
+def _location_path(path: object) -> str:
+    if not _is(path, str):
+        _fail(f"must be a URL path string, not {kind_of(path)}")
+    assert isinstance(path, str)  # checked by type above
+    if not path.startswith("/"):
+        _fail(f"{safe_repr(path)} must start with '/'")
+    if "?" in path or "#" in path:
+        problem = "must be a path alone: request paths never hold a query string or fragment"
+        _fail(f"{safe_repr(path)} {problem}, so it could never match")
+    return path
+
+
+def _extensions(value: object) -> tuple[str, ...]:
+    if not _is(value, _ARRAY) or not value:
+        found = "an empty array" if _is(value, _ARRAY) else kind_of(value)
+        _fail(f"must be a non-empty array like ['.csv'], not {found}")
+    assert isinstance(value, list | tuple)  # checked by type above
+    for item in value:
+        if not _is(item, str):
+            _fail(f"must be a string, not {kind_of(item)}", item)
+        if len(item) < 2 or not item.startswith(".") or "/" in item:
+            _fail("must be a dot and a suffix without '/', as in '.csv'", item)
+    return tuple(value)
 
 
 class Loader:
-    """Validates one source's data and resolves its references.
-
-    ``toml`` selects a file's rules (references only, ``false`` for no limit) over a
-    mapping's (callables and ``None`` too); ``lines`` is :func:`._reading.find_lines`'s.
-    """
+    """Validates one source's data and resolves its references. ``toml`` selects a file's
+    rules (references only, ``false`` for no limit) over a mapping's (callables and ``None``
+    too); ``lines`` is what :func:`._reading.find_lines` gives."""
 
     def __init__(
         self, source: str, top: str, *, toml: bool = False, lines: dict[Any, int] | None = None
@@ -81,47 +121,45 @@ class Loader:
     def note(
         self, table: str, problem: str, key: object = None, *entry: object, at: str | None = None
     ) -> None:
-        """Note a problem at ``file[:line]: table[, key k][, entry e]``; ``at`` is the key
-        whose line to give where it is not named."""
+        """Note ``file[:line]: table[, key k][, entry e]: problem``; ``at`` is the key whose
+        line to give where it is not named."""
         at = at or (key if isinstance(key, str) else None)
         line = self.lines.get((table, at)) or self.lines.get((table, None))
         where = f"{self.source}{f':{line}' if line else ''}: {table}"
-        if key is not None:
-            where += f", key {safe_repr(key)}"
-        if entry:
-            where += f", entry {subject(entry[0])}"
+        where += f", key {safe_repr(key)}" if key is not None else ""
+        where += f", entry {subject(entry[0])}" if entry else ""
         self.problems.append(f"{where}: {problem}")
 
-    def fail(self, table: str, problem: str, key: object = None, *entry: object) -> NoReturn:
-        self.note(table, problem, key, *entry)
-        raise _Problem
-
-    def collect(self, check: Callable[..., T], *args: Any) -> T | None:
-        """``check(*args)``, or ``None`` where it found a problem (noted)."""
+    def check(self, table: str, key: str, check: Callable[..., T], *args: Any) -> T | None:
+        """``check(*args)``, or ``None`` with its problem noted at ``table`` and ``key``."""
         try:
             return check(*args)
         except _Problem as problem:
+            self.note(table, problem.args[0], key, *problem.args[1:])
             self.cause = self.cause or problem.__context__
         except SettingsError as nested:  # a handler module's own settings failed
             self.problems.append(str(nested))
             self.cause = self.cause or nested
         return None
 
-    def load(self, data: Mapping[Any, object]) -> tuple[dict[str, object], Matcher]:
+    def load(self, data: Table) -> tuple[dict[str, object], Matcher]:
         """The validated options (only those present) and the contexts, ready to match.
 
         :raises SettingsError: with one line per problem found.
         """
-        self.keys_ok(self.top, data, _TOP_KEYS, ())
+        top = self.top
+        self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES), ())
         options = {
-            name: self.collect(self.option, name, data[name])
+            name: self.check(top, name, self.option, name, data[name])
             for name in OPTION_NAMES
             if name in data
         }
-        server = self.collect(self.handlers, self.top, data.get("handlers", []), "server-wide")
+        server = self.check(
+            top, "handlers", self.handlers, top, data.get("handlers", []), "server-wide"
+        )
         contexts: dict[str, list[Any]] = {}
         for name, build in (("host", self.host), ("location", self.location)):
-            tables = self.collect(self.tables, data, name) or []
+            tables = self.check(top, name, self.tables, name, data.get(name, [])) or []
             built = [build(f"{name}[{i}]", t) for i, t in enumerate(tables) if t is not None]
             contexts[name] = [context for context in built if context]
         if self.problems:
@@ -129,20 +167,16 @@ class Loader:
         return options, Matcher(server or [], contexts["host"], contexts["location"])
 
     def keys_ok(
-        self,
-        table: str,
-        data: Mapping[Any, object],
-        allowed: Sequence[str],
-        required: Sequence[str],
+        self, table: str, data: Table, keys: Sequence[str], required: Sequence[str]
     ) -> bool:
         """Note unknown and missing keys; whether none is missing."""
         suggested = set()
         for key in data:
             if not _is(key, str):
                 self.note(table, f"key {safe_repr(key)} is not a string")
-            elif key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(allowed)}"
+            elif key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(keys)}"
                 self.note(table, f"unknown key {safe_repr(key)}; {hint}", at=key)
                 suggested.update(close)
         missing = [key for key in required if key not in data]
@@ -153,125 +187,84 @@ class Loader:
 
     def option(self, name: str, value: object) -> object:
         if name in HOOK_ARITY:
-            return self.hook(name, value)
+            if value is None and not self.toml:
+                return None
+            if not _is(value, str) and (self.toml or not callable(value)):
+                wanted = "a handler reference" + ("" if self.toml else ", a callable or None")
+                _fail(f"must be {wanted}, not {kind_of(value)}")
+            return self.resolve(value, HOOK_ARITY[name])
         try:
             if name == "thread_limit":
                 return validate_thread_limit(value)
             return None if value is False else validate_timeout(name, value)
         except (TypeError, ValueError) as exc:
             if name == "thread_limit":
-                self.fail(self.top, str(exc), name)
+                _fail(str(exc))
             # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
-            problem = (
-                f"must be a number of seconds {timeout_range(name)}, or {no_limit} for no limit"
-            )
-            self.fail(self.top, f"{problem}; got {kind_of(value)}", name)
+            seconds = f"a number of seconds {timeout_range(name)}"
+            _fail(f"must be {seconds}, or {no_limit} for no limit; got {kind_of(value)}")
 
-    def hook(self, name: str, value: object) -> Handler | None:
-        if value is None and not self.toml:
-            return None
-        if not _is(value, str) and (self.toml or not callable(value)):
-            wanted = "a handler reference" + ("" if self.toml else ", a callable or None")
-            self.fail(self.top, f"must be {wanted}, not {kind_of(value)}", name)
-        return self.resolve(self.top, name, value, HOOK_ARITY[name])
-
-    def resolve(self, table: str, key: str, item: object, positional: int) -> Handler:
+    def resolve(self, item: object, positional: int) -> Handler:
         try:
             found = resolve(item, self.resolved) if _is(item, str) else item  # type: ignore[arg-type]
             return check_callable(found, positional)
         except (TypeError, ValueError) as exc:
-            self.fail(table, str(exc), key, item)
+            _fail(str(exc), item)
         except SettingsError:
             raise
         except Exception as exc:  # looking at a user's object raised
-            self.fail(table, f"cannot be checked: {type(exc).__name__}: {exc}", key, item)
+            _fail(f"cannot be checked: {type(exc).__name__}: {exc}", item)
 
     def handlers(self, table: str, value: object, context: str) -> list[Entry]:
-        what = "must be an array of handler references"
         if _is(value, str):
-            self.fail(table, f'{what}; write ["{value}"]', "handlers")
+            _fail(f'must be an array of handler references; write ["{value}"]')
         if not _is(value, _ARRAY):
-            self.fail(table, f"{what}, not {kind_of(value)}", "handlers")
-        entries: list[Entry] = []
+            _fail(f"must be an array of handler references, not {kind_of(value)}")
         assert isinstance(value, list | tuple)  # checked by type above
+        entries: list[Entry] = []
         for item in value:
             if not _is(item, str) and (self.toml or not callable(item)):
                 wanted = "a handler reference" + ("" if self.toml else " or a callable")
                 self.note(table, f"must be {wanted}, not {kind_of(item)}", "handlers", item)
-            elif (handler := self.collect(self.resolve, table, "handlers", item, 1)) is not None:
+            elif (handler := self.check(table, "handlers", self.resolve, item, 1)) is not None:
                 ref = item if _is(item, str) else callable_reference(handler)
                 entries.append((ref, handler, context))
         return entries
 
-    def tables(self, data: Mapping[Any, object], key: str) -> list[Mapping[Any, object] | None]:
-        """The tables of ``[[key]]``; ``None`` (noted) for an item that is not one."""
-        value = data.get(key, [])
+    def tables(self, key: str, value: object) -> list[Table | None]:
+        """The tables of ``[[key]]``, ``None`` (noted) for an item that is not one."""
         if _is(value, Mapping):
-            self.fail(self.top, f"must be an array of tables: write [[{key}]], not [{key}]", key)
+            _fail(f"must be an array of tables: write [[{key}]], not [{key}]")
         if not _is(value, _ARRAY):
-            self.fail(
-                self.top, f"must be an array of tables ([[{key}]]), not {kind_of(value)}", key
-            )
+            _fail(f"must be an array of tables ([[{key}]]), not {kind_of(value)}")
         assert isinstance(value, list | tuple)  # checked by type above
+        tables = [table if _is(table, Mapping) else None for table in value]
         for index, table in enumerate(value):
-            if not _is(table, Mapping):
+            if tables[index] is None:
                 self.note(f"{key}[{index}]", f"must be a table, not {kind_of(table)}")
-        return [table if _is(table, Mapping) else None for table in value]
+        return tables
 
-    def host_name(self, table: str, key: str, value: object) -> str:
-        if not _is(value, str):
-            self.fail(table, f"must be a host name string, not {kind_of(value)}", key)
-        try:
-            return parse_host_pattern(value)  # type: ignore[arg-type]
-        except ValueError as exc:
-            self.fail(table, f"{safe_repr(value)} {exc}", key)
-
-    def host(self, label: str, table: Mapping[Any, object]) -> Host | None:
+    def host(self, label: str, table: Table) -> Host | None:
         if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
             return None
-        pattern = self.collect(self.host_name, label, "name", table["name"])
-        entries = self.collect(self.handlers, label, table["handlers"], f"{label} {pattern}")
+        pattern = self.check(label, "name", _host_name, table["name"])
+        context = f"{label} {pattern}"
+        entries = self.check(label, "handlers", self.handlers, label, table["handlers"], context)
         return Host(pattern, tuple(entries)) if pattern and entries is not None else None
 
-    def location_path(self, label: str, path: object) -> str:
-        if not _is(path, str):
-            self.fail(label, f"must be a URL path string, not {kind_of(path)}", "path")
-        assert isinstance(path, str)
-        if not path.startswith("/"):
-            self.fail(label, f"{safe_repr(path)} must start with '/'", "path")
-        if "?" in path or "#" in path:
-            problem = "must be a path alone: request paths never hold a query string or fragment"
-            self.fail(label, f"{safe_repr(path)} {problem}, so it could never match", "path")
-        return path
-
-    def location(self, label: str, table: Mapping[Any, object]) -> Location | None:
+    def location(self, label: str, table: Table) -> Location | None:
         keys = ("path", "host", "extensions", "handlers")
         if not self.keys_ok(label, table, keys, ("path", "handlers")):
             return None
-        path = self.collect(self.location_path, label, table["path"])
-        host = (
-            self.collect(self.host_name, label, "host", table["host"]) if "host" in table else None
-        )
+        path = self.check(label, "path", _location_path, table["path"])
+        host = self.check(label, "host", _host_name, table["host"]) if "host" in table else None
         extensions: tuple[str, ...] = ()
         if "extensions" in table:
-            extensions = self.collect(self.extensions, label, table["extensions"]) or ()
+            extensions = self.check(label, "extensions", _extensions, table["extensions"]) or ()
         context = f"{label} {path}" + (f" host {host}" if host else "")
         context += f" | {' '.join(extensions)}" if extensions else ""
-        entries = self.collect(self.handlers, label, table["handlers"], context)
+        entries = self.check(label, "handlers", self.handlers, label, table["handlers"], context)
         if path is None or entries is None:
             return None
         return Location(path.rstrip("/"), host, extensions, tuple(entries))
-
-    def extensions(self, table: str, value: object) -> tuple[str, ...]:
-        if not _is(value, _ARRAY) or not value:
-            found = "an empty array" if _is(value, _ARRAY) else kind_of(value)
-            self.fail(table, f"must be a non-empty array like ['.csv'], not {found}", "extensions")
-        assert isinstance(value, list | tuple)  # checked by type above
-        for item in value:
-            if not _is(item, str):
-                self.fail(table, f"must be a string, not {kind_of(item)}", "extensions", item)
-            if len(item) < 2 or not item.startswith(".") or "/" in item:
-                problem = "must be a dot and a suffix without '/', as in '.csv'"
-                self.fail(table, problem, "extensions", item)
-        return tuple(value)

@@ -1,14 +1,10 @@
 """Which directive cleanups a request gets: host and location matching, behind bounded caches.
 
-What does not depend on the request is worked out when the settings load. A request's host
-selects a shared *plan* (the server-wide and host handlers, ordered and deduplicated, and the
-locations that can apply under that host), whose locations are then matched against the
-route path. In front sits one cache of answers by raw request data. Every cache is keyed by
-what a client sends, so each is bounded: cleared when full, which keeps a hit one dict lookup,
-and a key longer than ``MAX_CACHED_PATH`` is not kept.
-
-Hosts are compared lower-cased, without port, trailing dot or IPv6 brackets, and in their
-IDNA form (``bücher.example`` as ``xn--bcher-kva.example``), as browsers send them (SPEC 4).
+A request's host selects a shared *plan* (server-wide and host handlers, deduplicated, and the
+locations that may apply under that host), whose locations are matched against the route
+path. In front sits a cache of answers by raw request data. Every cache is keyed by what a
+client sends, so each is cleared when full, and a key longer than ``MAX_CACHED_PATH`` is not
+kept. Hosts compare lower-cased, without port, trailing dot or IPv6 brackets, as IDNA.
 """
 
 from __future__ import annotations
@@ -34,19 +30,6 @@ MAX_CACHED_PATH = 512
 MAX_NAME = 253  # the longest DNS name; a longer host matches nothing and is not IDNA-encoded
 
 
-def to_ascii(host: str) -> str:
-    """``host`` in its IDNA form if it is not ASCII.
-
-    :raises ValueError: if it is not a valid internationalised domain name.
-    """
-    if host.isascii():
-        return host
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"is not a valid internationalised host name ({exc})") from None
-
-
 def normalize_host(value: str) -> str:
     """A Host header value or server address as compared with ``[[host]]`` names:
     ``"Example.COM.:80"`` is ``"example.com"``, ``"[::1]:80"`` is ``"::1"``, a bare IPv6
@@ -60,8 +43,8 @@ def normalize_host(value: str) -> str:
         host = host.partition(":")[0]
     host = host.rstrip(".")
     try:
-        return to_ascii(host) if len(host) <= MAX_NAME else host
-    except ValueError:
+        return host if host.isascii() or len(host) > MAX_NAME else host.encode("idna").decode()
+    except UnicodeError:
         return host
 
 
@@ -117,13 +100,14 @@ def dedupe(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Ent
 
 
 def _keep(cache: dict[Any, Any], key: object, value: object, size: int) -> None:
+    """``cache[key] = value``, the cache cleared first if full."""
     if len(cache) >= size:
         cache.clear()
     cache[key] = value
 
 
 class _Plan:
-    """What applies under one host, before the path is looked at."""
+    """What applies under one host before the path is looked at, and its answers by path."""
 
     __slots__ = ("base", "base_entries", "cache", "locations")
 
@@ -211,12 +195,10 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
         path: str = scope["path"]
         root_path: str = scope.get("root_path") or ""
         host = _host_key(scope) if uses_host else None
-        level = answers.get(root_path, {})
-        handlers: tuple[Handler, ...] | None = (level.get(host, {}) if uses_host else level).get(
-            path
-        )
-        if handlers is not None:
-            return handlers
+        by_path = answers.get(root_path, {})
+        by_path = by_path.get(host, {}) if uses_host else by_path
+        if path in by_path:
+            return by_path[path]  # type: ignore[no-any-return]
         # Only the client's strings count: the server's host is not client data.
         cacheable = max(len(path), len(root_path)) <= MAX_CACHED_PATH and not (
             isinstance(host, bytes) and len(host) > MAX_CACHED_PATH
