@@ -2,8 +2,7 @@
 
 ``"pkg.mod:attr.sub"`` (entry-point style), ``"pkg.mod::attr"`` (mod_python style) or
 ``"pkg.mod"``, meaning its ``cleanuphandler`` (mod_python's default name for this phase). A
-wrong reference is a ``ValueError``, a callable that cannot be called so a ``TypeError``; the
-loader adds the file, table and key.
+wrong reference is a ``ValueError``; a callable that cannot be called so, a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -21,13 +20,21 @@ _ARGUMENTS = {
     1: "one positional argument (the Outcome)",
     3: "three positional arguments (cleanup, exception, outcome)",
 }
+_CIRCULAR = (
+    " yet: the module is still being imported (its code is running, further up: a circular "
+    "import, as when it builds the middleware, or imports the module that does, before it "
+    "defines the handler). Define handlers above the middleware's construction, or in a "
+    "module that does not import the app's module"
+)
 
 
-def parse_reference(ref: str) -> tuple[str, str]:
-    """``(module, dotted attribute path)``: ``"a.b:f"`` and ``"a.b::f"`` give ``("a.b", "f")``,
-    ``"a.b"`` gives ``("a.b", "cleanuphandler")``.
+def resolve(ref: str, resolved: dict[tuple[str, str], object]) -> object:
+    """What ``ref`` names, its module imported. Each ``(module, attribute)`` is looked up once
+    per ``resolved``, so two spellings of one reference give the very same object.
 
-    :raises ValueError: if a part is not a dotted Python name (whitespace, a relative module).
+    :raises ValueError: for a malformed reference (whitespace and relative modules included),
+        a module that cannot be imported (its exception's type and text in the message) or a
+        missing attribute.
     """
     module, colon, attr = ref.partition(":")
     attr = attr.removeprefix(":") if colon else DEFAULT_ATTRIBUTE
@@ -36,21 +43,9 @@ def parse_reference(ref: str) -> tuple[str, str]:
             "not a handler reference; expected 'package.module:attribute', "
             "'package.module::attribute' or 'package.module' (meaning its cleanuphandler)"
         )
-    return module, attr
-
-
-def resolve(ref: str, resolved: dict[tuple[str, str], object]) -> object:
-    """What ``ref`` names, its module imported. Each ``(module, attribute)`` is looked up once
-    per ``resolved``, so two spellings of one reference give the very same object, a bound
-    method included.
-
-    :raises ValueError: for a malformed reference, a module that cannot be imported (its
-        exception's type and text in the message) or a missing attribute.
-    """
-    key = parse_reference(ref)
-    if key not in resolved:
-        resolved[key] = _import(*key)
-    return resolved[key]
+    if (module, attr) not in resolved:
+        resolved[module, attr] = _import(module, attr)
+    return resolved[module, attr]
 
 
 def handler_key(handler: object) -> object:
@@ -64,53 +59,35 @@ def handler_key(handler: object) -> object:
 def _import(module_name: str, attr_path: str) -> object:
     try:
         obj: object = importlib.import_module(module_name)
-    except SettingsError:
-        # The module built a middleware whose settings failed (often these very settings,
-        # through a circular import): that message says it all, once.
+    except SettingsError:  # its own middleware's settings failed (a circular import): said once
         raise
     except BaseException as exc:
-        # SystemExit and KeyboardInterrupt too: a module that cannot be imported is a bad
-        # reference, never an exit (SPEC 4). A missing module (or parent) is told apart from
-        # a missing dependency of the module, which is an error in the handler's code.
+        # SystemExit too: a module that cannot be imported is a bad reference, never an exit.
+        # A missing module (or parent) is told apart from a missing dependency of its code.
         name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        try:
+            text = cut(str(exc), 500)
+        except Exception:
+            text = "(its message cannot be shown)"
         if name is not None and (module_name + ".").startswith(name + "."):
-            message = f"cannot import module {safe_repr(module_name)}: {_text(exc)}"
-        else:
-            message = f"importing module {safe_repr(module_name)} raised {type(exc).__name__}: "
-            message += _text(exc)
-        raise ValueError(message) from exc
+            raise ValueError(f"cannot import module {safe_repr(module_name)}: {text}") from exc
+        problem = f"importing module {safe_repr(module_name)} raised {type(exc).__name__}"
+        raise ValueError(f"{problem}: {text}") from exc
     owner = f"module {safe_repr(module_name)}"
     walked: list[str] = []
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
         except Exception:
-            raise ValueError(
-                f"{owner} has no attribute {safe_repr(part)}{_hint(obj, attr_path)}"
-            ) from None
+            hint = ""
+            if isinstance(obj, ModuleType) and _being_imported(obj):
+                hint = _CIRCULAR
+            elif attr_path == DEFAULT_ATTRIBUTE:
+                hint = " (a reference without ':' means the module's cleanuphandler)"
+            raise ValueError(f"{owner} has no attribute {safe_repr(part)}{hint}") from None
         walked.append(part)
         owner = safe_repr(f"{module_name}:{'.'.join(walked)}")
     return obj
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return cut(str(exc), 500)
-    except Exception:
-        return "(its message cannot be shown)"
-
-
-def _hint(owner: object, attr_path: str) -> str:
-    if isinstance(owner, ModuleType) and _being_imported(owner):
-        return (
-            " yet: the module is still being imported (its code is running, further up: a "
-            "circular import, as when it builds the middleware, or imports the module that "
-            "does, before it defines the handler). Define handlers above the middleware's "
-            "construction, or in a module that does not import the app's module"
-        )
-    if attr_path == DEFAULT_ATTRIBUTE:
-        return " (a reference without ':' means the module's cleanuphandler)"
-    return ""
 
 
 def _being_imported(module: ModuleType) -> bool:
@@ -125,8 +102,7 @@ def _being_imported(module: ModuleType) -> bool:
 
 def check_callable(obj: object, positional: int) -> Callable[..., object]:
     """``obj``, if it can be called with ``positional`` positional arguments. Without a
-    readable signature (some builtins) only ``callable()`` is checked; defaults, ``*args`` and
-    optional keyword-only parameters are fine, a required keyword-only one is not.
+    readable signature (some builtins) only ``callable()`` is checked.
 
     :raises TypeError: if it is not callable, is a generator or async generator function (also
         through ``functools.partial`` or ``__call__``), or cannot bind the arguments.
@@ -155,8 +131,7 @@ def callable_reference(func: Callable[..., object]) -> str:
     """``module:qualname`` of a callable given directly rather than by reference."""
     try:
         module = getattr(func, "__module__", None) or "?"
-        name = getattr(func, "__qualname__", None) or type(func).__qualname__
-        text = f"{module}:{name}"
+        text = f"{module}:{getattr(func, '__qualname__', None) or type(func).__qualname__}"
     except Exception:  # attributes that raise (an unbound LocalProxy): its type names it
         text = f"{type(func).__module__}:{type(func).__qualname__}"
     return cut(text)

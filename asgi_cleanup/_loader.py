@@ -18,10 +18,8 @@ from .errors import SettingsError
 
 T = TypeVar("T")
 Table = Mapping[Any, object]
-
 OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
-#: The hooks among the options, and how many positional arguments each is called with.
-HOOK_ARITY = {"on_error": 3, "on_complete": 2}
+HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 _ARRAY = (list, tuple)
 
 
@@ -38,52 +36,46 @@ def _is(value: object, kind: type | tuple[type, ...]) -> bool:
     return issubclass(type(value), kind)
 
 
+def _need(value: object, kind: type | tuple[type, ...], what: str, *entry: object) -> Any:
+    """``value``, if it is a ``kind``; else a problem: it must be ``what``."""
+    if not _is(value, kind):
+        _fail(f"must be {what}, not {kind_of(value)}", *entry)
+    return value
+
+
 def subject(value: object) -> str:
     """An entry in a message: a reference as written, a callable by name."""
     return callable_reference(value) if callable(value) else safe_repr(value)
 
 
-def parse_host_pattern(name: str) -> str:
+def _host_name(value: object) -> str:
     """A ``[[host]]`` name or location ``host`` lower-cased, without trailing dot, as IDNA.
-    ``"*.example.com"`` is a wildcard; ``"[::1]"`` and ``"::1"`` are one name.
-
-    :raises ValueError: for an empty name, a port, whitespace or ``/``, or a ``*`` anywhere
-        but as the whole first label.
-    """
-    host = name.lower()
+    ``"*.example.com"`` is a wildcard (``*`` only as the whole first label); ``"[::1]"`` and
+    ``"::1"`` are one name; empty names, ports, whitespace and ``/`` are refused."""
+    host: str = _need(value, str, "a host name string").lower()
+    shown = safe_repr(value)
     if not host or any(c.isspace() or c == "/" for c in host):
-        raise ValueError("is not a host name")
+        _fail(f"{shown} is not a host name")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif host.count(":") == 1:
-        raise ValueError("must not include a port: hosts are compared with the port removed")
+        _fail(f"{shown} must not include a port: hosts are compared with the port removed")
     wildcard = host.startswith("*.")
     rest = host[2:] if wildcard else host
     if "*" in rest:
-        raise ValueError("may only use '*' as its whole first label, as in '*.example.com'")
-    rest = rest.rstrip(".")
-    if not rest:
-        raise ValueError("is not a host name")
+        _fail(f"{shown} may only use '*' as its whole first label, as in '*.example.com'")
+    if not (rest := rest.rstrip(".")):
+        _fail(f"{shown} is not a host name")
     try:
-        rest = rest if rest.isascii() else rest.encode("idna").decode()
+        return ("*." if wildcard else "") + (
+            rest if rest.isascii() else rest.encode("idna").decode()
+        )
     except UnicodeError as exc:
-        raise ValueError(f"is not a valid internationalised host name ({exc})") from None
-    return ("*." if wildcard else "") + rest
+        _fail(f"{shown} is not a valid internationalised host name ({exc})")
 
 
-def _host_name(value: object) -> str:
-    if not _is(value, str):
-        _fail(f"must be a host name string, not {kind_of(value)}")
-    try:
-        return parse_host_pattern(value)  # type: ignore[arg-type]
-    except ValueError as exc:
-        _fail(f"{safe_repr(value)} {exc}")
-
-
-def _location_path(path: object) -> str:
-    if not _is(path, str):
-        _fail(f"must be a URL path string, not {kind_of(path)}")
-    assert isinstance(path, str)  # checked by type above
+def _location_path(value: object) -> str:
+    path: str = _need(value, str, "a URL path string")
     if not path.startswith("/"):
         _fail(f"{safe_repr(path)} must start with '/'")
     if "?" in path or "#" in path:
@@ -93,16 +85,14 @@ def _location_path(path: object) -> str:
 
 
 def _extensions(value: object) -> tuple[str, ...]:
-    if not _is(value, _ARRAY) or not value:
-        found = "an empty array" if _is(value, _ARRAY) else kind_of(value)
-        _fail(f"must be a non-empty array like ['.csv'], not {found}")
-    assert isinstance(value, list | tuple)  # checked by type above
-    for item in value:
-        if not _is(item, str):
-            _fail(f"must be a string, not {kind_of(item)}", item)
-        if len(item) < 2 or not item.startswith(".") or "/" in item:
+    what = "a non-empty array like ['.csv']"
+    items: Sequence[Any] = _need(value, _ARRAY, what)
+    if not items:
+        _fail(f"must be {what}, not an empty array")
+    for item in items:
+        if len(_need(item, str, "a string", item)) < 2 or item[0] != "." or "/" in item:
             _fail("must be a dot and a suffix without '/', as in '.csv'", item)
-    return tuple(value)
+    return tuple(items)
 
 
 class Loader:
@@ -110,9 +100,7 @@ class Loader:
     rules (references only, ``false`` for no limit) over a mapping's (callables and ``None``
     too); ``lines`` is what :func:`._reading.find_lines` gives."""
 
-    def __init__(
-        self, source: str, top: str, *, toml: bool = False, lines: dict[Any, int] | None = None
-    ) -> None:
+    def __init__(self, source: str, top: str, toml: bool = False, lines: Any = None) -> None:
         self.source, self.top, self.toml, self.lines = source, top, toml, lines or {}
         self.resolved: dict[tuple[str, str], object] = {}
         self.problems: list[str] = []
@@ -150,13 +138,9 @@ class Loader:
         top = self.top
         self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES), ())
         options = {
-            name: self.check(top, name, self.option, name, data[name])
-            for name in OPTION_NAMES
-            if name in data
+            n: self.check(top, n, self.option, n, data[n]) for n in OPTION_NAMES if n in data
         }
-        server = self.check(
-            top, "handlers", self.handlers, top, data.get("handlers", []), "server-wide"
-        )
+        server = self.check(top, "handlers", self.handlers, top, data.get("handlers", []), "")
         contexts: dict[str, list[Any]] = {}
         for name, build in (("host", self.host), ("location", self.location)):
             tables = self.check(top, name, self.tables, name, data.get(name, [])) or []
@@ -187,12 +171,7 @@ class Loader:
 
     def option(self, name: str, value: object) -> object:
         if name in HOOK_ARITY:
-            if value is None and not self.toml:
-                return None
-            if not _is(value, str) and (self.toml or not callable(value)):
-                wanted = "a handler reference" + ("" if self.toml else ", a callable or None")
-                _fail(f"must be {wanted}, not {kind_of(value)}")
-            return self.resolve(value, HOOK_ARITY[name])
+            return None if value is None and not self.toml else self.resolve(value, name)
         try:
             if name == "thread_limit":
                 return validate_thread_limit(value)
@@ -205,10 +184,15 @@ class Loader:
             seconds = f"a number of seconds {timeout_range(name)}"
             _fail(f"must be {seconds}, or {no_limit} for no limit; got {kind_of(value)}")
 
-    def resolve(self, item: object, positional: int) -> Handler:
+    def resolve(self, item: object, hook: str | None = None) -> Handler:
+        """A handler (or ``hook``) entry resolved and checked."""
+        if not _is(item, str) and (self.toml or not callable(item)):
+            wanted = ", a callable or None" if hook else " or a callable"
+            wanted = "a handler reference" + ("" if self.toml else wanted)
+            _fail(f"must be {wanted}, not {kind_of(item)}", *(() if hook else (item,)))
         try:
             found = resolve(item, self.resolved) if _is(item, str) else item  # type: ignore[arg-type]
-            return check_callable(found, positional)
+            return check_callable(found, HOOK_ARITY[hook] if hook else 1)
         except (TypeError, ValueError) as exc:
             _fail(str(exc), item)
         except SettingsError:
@@ -219,31 +203,22 @@ class Loader:
     def handlers(self, table: str, value: object, context: str) -> list[Entry]:
         if _is(value, str):
             _fail(f'must be an array of handler references; write ["{value}"]')
-        if not _is(value, _ARRAY):
-            _fail(f"must be an array of handler references, not {kind_of(value)}")
-        assert isinstance(value, list | tuple)  # checked by type above
         entries: list[Entry] = []
-        for item in value:
-            if not _is(item, str) and (self.toml or not callable(item)):
-                wanted = "a handler reference" + ("" if self.toml else " or a callable")
-                self.note(table, f"must be {wanted}, not {kind_of(item)}", "handlers", item)
-            elif (handler := self.check(table, "handlers", self.resolve, item, 1)) is not None:
+        for item in _need(value, _ARRAY, "an array of handler references"):
+            if (handler := self.check(table, "handlers", self.resolve, item)) is not None:
                 ref = item if _is(item, str) else callable_reference(handler)
-                entries.append((ref, handler, context))
+                entries.append((ref, handler, context or "server-wide"))
         return entries
 
     def tables(self, key: str, value: object) -> list[Table | None]:
         """The tables of ``[[key]]``, ``None`` (noted) for an item that is not one."""
         if _is(value, Mapping):
             _fail(f"must be an array of tables: write [[{key}]], not [{key}]")
-        if not _is(value, _ARRAY):
-            _fail(f"must be an array of tables ([[{key}]]), not {kind_of(value)}")
-        assert isinstance(value, list | tuple)  # checked by type above
-        tables = [table if _is(table, Mapping) else None for table in value]
-        for index, table in enumerate(value):
-            if tables[index] is None:
-                self.note(f"{key}[{index}]", f"must be a table, not {kind_of(table)}")
-        return tables
+        items: Sequence[Any] = _need(value, _ARRAY, f"an array of tables ([[{key}]])")
+        for index, item in enumerate(items):
+            if not _is(item, Mapping):
+                self.note(f"{key}[{index}]", f"must be a table, not {kind_of(item)}")
+        return [item if _is(item, Mapping) else None for item in items]
 
     def host(self, label: str, table: Table) -> Host | None:
         if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
@@ -254,8 +229,9 @@ class Loader:
         return Host(pattern, tuple(entries)) if pattern and entries is not None else None
 
     def location(self, label: str, table: Table) -> Location | None:
-        keys = ("path", "host", "extensions", "handlers")
-        if not self.keys_ok(label, table, keys, ("path", "handlers")):
+        if not self.keys_ok(
+            label, table, ("path", "host", "extensions", "handlers"), ("path", "handlers")
+        ):
             return None
         path = self.check(label, "path", _location_path, table["path"])
         host = self.check(label, "host", _host_name, table["host"]) if "host" in table else None

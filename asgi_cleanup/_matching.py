@@ -16,11 +16,10 @@ from ._handlers import handler_key
 from ._types import Scope
 
 Handler = Callable[..., object]
-#: ``(reference as written, resolved callable, context label)``
-Entry = tuple[str, Handler, str]
+Entry = tuple[str, Handler, str]  # (reference as written, resolved callable, context label)
 DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
-#: The raw Host header; the server's host in a tuple, so that it never compares with header
-#: bytes (``b"a" == "a"`` warns under ``python -b``); or ``None``.
+# The raw Host header; the server's host in a tuple, so that it never compares with header
+# bytes (b"a" == "a" warns under python -b); or None.
 HostKey = bytes | tuple[str] | None
 
 ANSWER_CACHE_SIZE = 2048  # answers by (root_path, host, path)
@@ -48,11 +47,11 @@ def normalize_host(value: str) -> str:
         return host
 
 
-def host_matches(pattern: str, host: str | None) -> bool:
+def host_matches(pattern: str | None, host: str | None) -> bool:
     """``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
-    ``example.com``; no host (``None``) matches nothing."""
-    if host is None:
-        return False
+    ``example.com``; no pattern matches any host, no host matches no pattern."""
+    if pattern is None or host is None:
+        return pattern is None
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
     return host == pattern
@@ -112,15 +111,12 @@ class _Plan:
     __slots__ = ("base", "base_entries", "cache", "locations")
 
     def __init__(self, base_entries: list[Entry], locations: tuple[Location, ...]) -> None:
-        self.base_entries = base_entries
+        self.base_entries, self.locations = base_entries, locations
         self.base = tuple(entry[1] for entry in base_entries)
-        self.locations = locations
         self.cache: dict[str, tuple[Handler, ...]] = {}
 
     def lookup(self, path: str) -> tuple[Handler, ...]:
-        if not self.locations:
-            return self.base
-        handlers = self.cache.get(path)
+        handlers = self.cache.get(path) if self.locations else self.base
         if handlers is None:
             matched = [e for loc in self.locations if loc.matches(path) for e in loc.entries]
             handlers = self.base
@@ -137,43 +133,35 @@ class Matcher:
     def __init__(
         self, server: Sequence[Entry], hosts: Sequence[Host], locations: Sequence[Location]
     ) -> None:
-        self.listed_server = tuple(server)
-        self.server = tuple(dedupe(server)[0])
+        self.listed_server, self.server = tuple(server), tuple(dedupe(server)[0])
         self.hosts = tuple(hosts)
         # Broader before narrower; sorted() is stable, so ties stay in file order.
         self.locations = tuple(sorted(locations, key=lambda loc: len(loc.path)))
-        self.uses_host = bool(hosts) or any(loc.host is not None for loc in locations)
-        self._plans: dict[tuple[tuple[int, ...], tuple[int, ...]], _Plan] = {}
+        self._plans: dict[tuple[int, ...], _Plan] = {}
+
+    def under(self, host: str | None) -> tuple[list[Host], list[Location]]:
+        """The hosts and locations that apply under a normalised host (or none)."""
+        hosts = [h for h in self.hosts if host_matches(h.pattern, host)]
+        return hosts, [loc for loc in self.locations if host_matches(loc.host, host)]
 
     def plan(self, host: str | None) -> _Plan:
-        """The plan for a normalised host (or none), shared by hosts matching the same contexts."""
-        host_ids = tuple(i for i, h in enumerate(self.hosts) if host_matches(h.pattern, host))
-        location_ids = tuple(
-            i
-            for i, loc in enumerate(self.locations)
-            if loc.host is None or host_matches(loc.host, host)
-        )
-        plan = self._plans.get((host_ids, location_ids))
-        if plan is None:
-            base = dedupe([*self.server, *(e for i in host_ids for e in self.hosts[i].entries)])
-            plan = _Plan(base[0], tuple(self.locations[i] for i in location_ids))
-            self._plans[host_ids, location_ids] = plan
-        return plan
+        """The plan for a normalised host, shared by the hosts that match the same contexts."""
+        hosts, locations = self.under(host)
+        key = tuple(map(id, [*hosts, None, *locations]))  # contexts live as long as self
+        if key not in self._plans:
+            base = dedupe([*self.server, *(e for h in hosts for e in h.entries)])[0]
+            self._plans[key] = _Plan(base, tuple(locations))
+        return self._plans[key]
 
     def listed(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
         """Every entry of the contexts matching a raw host value (port allowed; ``None`` or
         ``""``: no host) and a full path, in run order, duplicates included."""
-        name = normalize_host(host) if host else None
+        hosts, locations = self.under(normalize_host(host) if host else None)
         route = route_path(path, root_path)
         return [
             *self.listed_server,
-            *(e for h in self.hosts if host_matches(h.pattern, name) for e in h.entries),
-            *(
-                e
-                for loc in self.locations
-                if (loc.host is None or host_matches(loc.host, name)) and loc.matches(route)
-                for e in loc.entries
-            ),
+            *(e for h in hosts for e in h.entries),
+            *(e for loc in locations if loc.matches(route) for e in loc.entries),
         ]
 
     def build(self) -> DirectivesFor:
@@ -181,13 +169,13 @@ class Matcher:
         if not self.hosts and not self.locations:
             handlers = tuple(entry[1] for entry in self.server)
             return lambda scope: handlers
-        return _lookup(self.plan, self.uses_host)
+        uses_host = bool(self.hosts) or any(loc.host is not None for loc in self.locations)
+        return _lookup(self.plan, uses_host)
 
 
 def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> DirectivesFor:
     plans: dict[HostKey, _Plan] = {}
-    # root_path -> host key (only where hosts matter) -> path -> handlers
-    answers: dict[str, dict[Any, Any]] = {}
+    answers: dict[str, dict[Any, Any]] = {}  # root_path -> [host key ->] path -> handlers
     size = 0  # answers held, all levels together
 
     def resolve(scope: Scope) -> tuple[Handler, ...]:
@@ -205,7 +193,7 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
         )
         plan = plans.get(host)
         if plan is None:
-            plan = plan_for(_host_from_key(host))
+            plan = plan_for(_host_name(host))
             if cacheable:
                 _keep(plans, host, plan, HOST_CACHE_SIZE)
         handlers = plan.lookup(route_path(path, root_path))
@@ -213,8 +201,8 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
             if size >= ANSWER_CACHE_SIZE:
                 answers.clear()
                 size = 0
-            level = answers.setdefault(root_path, {})
-            (level.setdefault(host, {}) if uses_host else level)[path] = handlers
+            by_path = answers.setdefault(root_path, {})
+            (by_path.setdefault(host, {}) if uses_host else by_path)[path] = handlers
             size += 1
         return handlers
 
@@ -249,13 +237,10 @@ def _host_key(scope: Scope) -> HostKey:
     return (server[0],) if server else None
 
 
-def _host_from_key(key: HostKey) -> str | None:
-    if key is None:
-        return None
-    if isinstance(key, tuple):
-        return normalize_host(key[0]) or None
-    try:  # UTF-8 where it is (a Unicode name sent as is), else Latin-1 as HTTP has it
-        text = key.decode("utf-8")
-    except UnicodeDecodeError:
-        text = key.decode("latin-1")
-    return normalize_host(text) or None
+def _host_name(key: HostKey) -> str | None:
+    if isinstance(key, bytes):  # UTF-8 where it is (a Unicode name sent as is), else Latin-1
+        try:
+            return normalize_host(key.decode("utf-8")) or None
+        except UnicodeDecodeError:
+            return normalize_host(key.decode("latin-1")) or None
+    return normalize_host(key[0]) or None if key else None

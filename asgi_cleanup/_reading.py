@@ -1,8 +1,8 @@
 """Reading a settings file defensively (SPEC 4), and finding its tables' and keys' lines.
 
-Only a regular file of at most 1 MiB is read, as UTF-8 TOML nested no deeper than a settings
-file can need; a ``pyproject.toml`` gives its ``[tool.asgi-cleanup]`` table. Every problem is
-a :class:`SettingsError` naming the file, never a hang (a FIFO), a ``MemoryError``
+Only a regular file of at most 1 MiB is read, as UTF-8 TOML nested no deeper than settings
+need; a ``pyproject.toml`` gives its ``[tool.asgi-cleanup]`` table. Every problem is a
+:class:`SettingsError` naming the file, never a hang (a FIFO), a ``MemoryError``
 (``/dev/zero``) or a ``RecursionError`` (deep nesting).
 """
 
@@ -20,17 +20,15 @@ from .errors import SettingsError
 
 PYPROJECT_TABLE = "asgi-cleanup"
 MAX_BYTES = 1024 * 1024
-#: Brackets and braces open at once: a settings file needs 3, and tomllib recurses per level.
-MAX_DEPTH = 16
+MAX_DEPTH = 16  # arrays and tables open at once: settings need 3, tomllib recurses per level
 
-# What matters for nesting: strings (whose brackets do not count), comments and brackets.
-# Valid TOML is tokenised exactly; anything else fails in tomllib anyway.
+# Strings (whose brackets and lines do not count), comments and brackets. Valid TOML is
+# tokenised exactly; anything else fails in tomllib anyway.
 _TOKENS = re.compile(
     r'"""(?:[^\\]|\\.)*?""""{0,2}|\'\'\'.*?\'\'\'\'{0,2}|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\''
     r"|#[^\n]*|[\[\]{}]",
     re.DOTALL,
 )
-_MULTILINE = re.compile(r'""".*?""""{0,2}|\'\'\'.*?\'\'\'\'{0,2}', re.DOTALL)
 _HEADER = re.compile(r"[ \t]*(\[\[?)[ \t]*([A-Za-z0-9_.-]+)[ \t]*\]\]?[ \t]*(?:#.*)?$")
 _KEY = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=")
 _NOT_REGULAR = (
@@ -53,29 +51,27 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
         with os.fdopen(fd, "rb") as file:
             _check_regular(path, os.fstat(fd))
             raw = file.read(MAX_BYTES + 1)
-    except OSError as exc:
-        where = ""
-        if not os.path.isabs(path):  # the server may run elsewhere than the user thinks
-            try:
-                cwd = os.getcwd()
-                where = f" (looked for {os.path.join(cwd, path)}: relative to the working "
-                where += f"directory {cwd})"
-            except OSError:
-                pass
-        problem = f"cannot read settings file: {exc.strerror or exc}{where}"
-        raise SettingsError(f"{path}: {problem}") from None
-    if len(raw) > MAX_BYTES:
-        raise SettingsError(f"{path}: settings file is larger than 1 MiB")
-    try:
+        if len(raw) > MAX_BYTES:
+            raise SettingsError(f"{path}: settings file is larger than 1 MiB")
         text = raw.decode("utf-8")
+    except OSError as exc:
+        raise SettingsError(
+            f"{path}: cannot read settings file: {exc.strerror or exc}{_tried(path)}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
-    _check_depth(path, text)
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(match.group(), 0)
+        if depth > MAX_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            problem = f"nested more than {MAX_DEPTH} arrays or tables deep"
+            raise SettingsError(f"{path}: line {line}: {problem}; a settings file needs at most 3")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: {exc}") from None
-    except RecursionError:  # a backstop: _check_depth stops valid TOML first
+    except RecursionError:  # a backstop: the depth check stops valid TOML first
         raise SettingsError(f"{path}: invalid TOML: nested too deeply") from None
     if os.path.basename(path) != "pyproject.toml":
         return data, "top level", text
@@ -92,44 +88,37 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
 
 
 def _check_regular(path: str, status: os.stat_result) -> None:
-    if stat.S_ISREG(status.st_mode):
-        if status.st_size > MAX_BYTES:
-            raise SettingsError(
-                f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)"
-            )
-        return
-    kind = next((kind for test, kind in _NOT_REGULAR if test(status.st_mode)), None)
-    kind = kind or "not a regular file"
-    raise SettingsError(f"{path}: cannot read settings file: it is {kind}, not a regular file")
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((kind for test, kind in _NOT_REGULAR if test(status.st_mode)), None)
+        problem = f"it is {kind or 'not a regular file'}, not a regular file"
+        raise SettingsError(f"{path}: cannot read settings file: {problem}")
+    if status.st_size > MAX_BYTES:
+        raise SettingsError(f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)")
 
 
-def _check_depth(path: str, text: str) -> None:
-    depth = 0
-    for match in _TOKENS.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                line = text.count("\n", 0, match.start()) + 1
-                raise SettingsError(
-                    f"{path}: line {line}: nested more than {MAX_DEPTH} arrays or tables deep; "
-                    "a settings file needs at most 3"
-                )
-        elif token in ("]", "}"):
-            depth -= 1
+def _tried(path: str) -> str:
+    """Where a relative path was looked for: the server may run elsewhere than one thinks."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return ""
+    if os.path.isabs(path):
+        return ""
+    return f" (looked for {os.path.join(cwd, path)}: relative to the working directory {cwd})"
 
 
 def find_lines(text: str, top: str, data: dict[str, Any]) -> dict[tuple[str, str | None], int]:
     """Line numbers by ``(table, key)``, and ``(table, None)`` for a table's header; tables
-    are labelled ``top`` and ``"host[0]"``, ``"location[2]"``...
+    are labelled ``top``, ``"host[0]"``, ``"location[2]"``...
 
     ``tomllib`` gives positions for syntax errors only, so plain headers and ``key =`` lines
-    are scanned for outside multi-line strings; not dotted keys, inline tables or quoted
-    header parts. An array whose headers do not tally with its tables gets no lines rather
+    are looked for outside multi-line strings (not dotted keys, inline tables or quoted
+    header parts). An array whose headers do not tally with its tables gets no lines rather
     than wrong ones.
     """
     prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
-    text = _MULTILINE.sub(lambda match: "\n" * match.group().count("\n"), text)
+    # Multi-line strings, the only tokens that hold a newline, become just their newlines.
+    text = _TOKENS.sub(lambda token: "\n" * token.group().count("\n") or token.group(), text)
     found: dict[tuple[str, str | None], int] = {}
     counts: dict[str, int] = {}
     table = None if prefix else top
