@@ -1,8 +1,6 @@
-"""Naming callables, values and requests in log records and messages; none of it raises.
+"""Naming callables, values and requests in logs and messages; none of it raises (SPEC 2.4).
 
-A request is its method and path only, never headers, cookies or query string. A callable's
-attributes are user code (an unbound ``LocalProxy`` raises from each): looking at a cleanup
-must never fail the phase (SPEC 2.4).
+A request is its method and path only, never headers, cookies or query string.
 """
 
 import functools
@@ -31,10 +29,7 @@ def describe_callable(func: Any) -> str:
     try:
         name = _name(func)
     except Exception:
-        try:
-            name = f"<unnamed {type(func).__qualname__}>"
-        except Exception:
-            name = "<cleanup>"
+        name = f"<unnamed {_type_name(func)}>"
     return cut(escape_control(name), MAX_ECHOED)
 
 
@@ -100,11 +95,14 @@ def check_cleanup(func: object) -> None:
 
 def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
     """``TypeName repr``, the repr cut to ``limit`` characters."""
-    try:
-        kind = type(value).__qualname__
+    return f"{_type_name(value)} {safe_repr(value, limit)}"
+
+
+def _type_name(value: object) -> str:
+    try:  # a metaclass may make even this raise
+        return type(value).__qualname__
     except Exception:
-        kind = "object"
-    return f"{kind} {safe_repr(value, limit)}"
+        return "object"
 
 
 def kind_of(value: object) -> str:
@@ -119,10 +117,7 @@ def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
     try:
         return cut(repr(value), limit)
     except Exception:
-        try:
-            return f"<{type(value).__qualname__} object (repr failed)>"
-        except Exception:
-            return "<object (repr failed)>"
+        return f"<{_type_name(value)} object (repr failed)>"
 
 
 def cut(text: str, limit: int = MAX_ECHOED) -> str:

@@ -18,9 +18,11 @@ from .errors import SettingsError
 
 T = TypeVar("T")
 Table = Mapping[Any, object]
+Keys = Sequence[str]
 OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 _ARRAY = (list, tuple)
+_LOCATION_KEYS = ("path", "host", "extensions", "handlers")
 
 
 class _Problem(Exception):
@@ -95,6 +97,12 @@ def _extensions(value: object) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _tables(key: str, value: object) -> Sequence[Any]:
+    if _is(value, Mapping):
+        _fail(f"must be an array of tables: write [[{key}]], not [{key}]")
+    return _need(value, _ARRAY, f"an array of tables ([[{key}]])")  # type: ignore[no-any-return]
+
+
 class Loader:
     """Validates one source's data and resolves its references. ``toml`` selects a file's
     rules (references only, ``false`` for no limit) over a mapping's (callables and ``None``
@@ -106,9 +114,7 @@ class Loader:
         self.problems: list[str] = []
         self.cause: BaseException | None = None  # of the first problem: the error's cause
 
-    def note(
-        self, table: str, problem: str, key: object = None, *entry: object, at: str | None = None
-    ) -> None:
+    def note(self, table: str, problem: str, key: Any = None, *entry: Any, at: Any = None) -> None:
         """Note ``file[:line]: table[, key k][, entry e]: problem``; ``at`` is the key whose
         line to give where it is not named."""
         at = at or (key if isinstance(key, str) else None)
@@ -136,23 +142,24 @@ class Loader:
         :raises SettingsError: with one line per problem found.
         """
         top = self.top
-        self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES), ())
-        options = {
-            n: self.check(top, n, self.option, n, data[n]) for n in OPTION_NAMES if n in data
-        }
-        server = self.check(top, "handlers", self.handlers, top, data.get("handlers", []), "")
-        contexts: dict[str, list[Any]] = {}
+        self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES))
+        given = [name for name in OPTION_NAMES if name in data]
+        options = {name: self.check(top, name, self.option, name, data[name]) for name in given}
+        handlers = data.get("handlers", [])
+        server = self.check(top, "handlers", self.handlers, top, handlers, "server-wide")
+        contexts: dict[str, list[Any]] = {"host": [], "location": []}
         for name, build in (("host", self.host), ("location", self.location)):
-            tables = self.check(top, name, self.tables, name, data.get(name, [])) or []
-            built = [build(f"{name}[{i}]", t) for i, t in enumerate(tables) if t is not None]
-            contexts[name] = [context for context in built if context]
+            tables = self.check(top, name, _tables, name, data.get(name, [])) or []
+            for i, table in enumerate(tables):
+                if not _is(table, Mapping):
+                    self.note(f"{name}[{i}]", f"must be a table, not {kind_of(table)}")
+                elif context := build(f"{name}[{i}]", table):
+                    contexts[name].append(context)
         if self.problems:
             raise SettingsError("\n".join(self.problems)) from self.cause
         return options, Matcher(server or [], contexts["host"], contexts["location"])
 
-    def keys_ok(
-        self, table: str, data: Table, keys: Sequence[str], required: Sequence[str]
-    ) -> bool:
+    def keys_ok(self, table: str, data: Table, keys: Keys, required: Keys = ()) -> bool:
         """Note unknown and missing keys; whether none is missing."""
         suggested = set()
         for key in data:
@@ -207,18 +214,8 @@ class Loader:
         for item in _need(value, _ARRAY, "an array of handler references"):
             if (handler := self.check(table, "handlers", self.resolve, item)) is not None:
                 ref = item if _is(item, str) else callable_reference(handler)
-                entries.append((ref, handler, context or "server-wide"))
+                entries.append((ref, handler, context))
         return entries
-
-    def tables(self, key: str, value: object) -> list[Table | None]:
-        """The tables of ``[[key]]``, ``None`` (noted) for an item that is not one."""
-        if _is(value, Mapping):
-            _fail(f"must be an array of tables: write [[{key}]], not [{key}]")
-        items: Sequence[Any] = _need(value, _ARRAY, f"an array of tables ([[{key}]])")
-        for index, item in enumerate(items):
-            if not _is(item, Mapping):
-                self.note(f"{key}[{index}]", f"must be a table, not {kind_of(item)}")
-        return [item if _is(item, Mapping) else None for item in items]
 
     def host(self, label: str, table: Table) -> Host | None:
         if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
@@ -229,9 +226,7 @@ class Loader:
         return Host(pattern, tuple(entries)) if pattern and entries is not None else None
 
     def location(self, label: str, table: Table) -> Location | None:
-        if not self.keys_ok(
-            label, table, ("path", "host", "extensions", "handlers"), ("path", "handlers")
-        ):
+        if not self.keys_ok(label, table, _LOCATION_KEYS, ("path", "handlers")):
             return None
         path = self.check(label, "path", _location_path, table["path"])
         host = self.check(label, "host", _host_name, table["host"]) if "host" in table else None

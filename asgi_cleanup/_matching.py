@@ -1,15 +1,14 @@
 """Which directive cleanups a request gets: host and location matching, behind bounded caches.
 
-A request's host selects a shared *plan* (server-wide and host handlers, deduplicated, and the
-locations that may apply under that host), whose locations are matched against the route
-path. In front sits a cache of answers by raw request data. Every cache is keyed by what a
-client sends, so each is cleared when full, and a key longer than ``MAX_CACHED_PATH`` is not
-kept. Hosts compare lower-cased, without port, trailing dot or IPv6 brackets, as IDNA.
+A request's host selects a shared *plan* (its handlers before locations, and the locations
+that may apply), matched against the route path; in front, a cache of answers by raw request
+data. Caches are keyed by what a client sends: each is cleared when full, and a key longer
+than ``MAX_CACHED_PATH`` is not kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ._handlers import handler_key
@@ -30,10 +29,9 @@ MAX_NAME = 253  # the longest DNS name; a longer host matches nothing and is not
 
 
 def normalize_host(value: str) -> str:
-    """A Host header value or server address as compared with ``[[host]]`` names:
-    ``"Example.COM.:80"`` is ``"example.com"``, ``"[::1]:80"`` is ``"::1"``, a bare IPv6
-    address stays whole. A name too long or not valid IDNA stays as it is: it matches nothing.
-    """
+    """A Host header value or server address as ``[[host]]`` names are: ``"Example.COM.:80"``
+    is ``"example.com"``, ``"[::1]:80"`` ``"::1"``, a bare IPv6 address whole, a Unicode name
+    IDNA. A name too long or not valid IDNA stays as it is: it matches nothing."""
     host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")
@@ -99,7 +97,6 @@ def dedupe(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Ent
 
 
 def _keep(cache: dict[Any, Any], key: object, value: object, size: int) -> None:
-    """``cache[key] = value``, the cache cleared first if full."""
     if len(cache) >= size:
         cache.clear()
     cache[key] = value
@@ -130,9 +127,7 @@ class _Plan:
 class Matcher:
     """All contexts of one settings source, ready to match requests."""
 
-    def __init__(
-        self, server: Sequence[Entry], hosts: Sequence[Host], locations: Sequence[Location]
-    ) -> None:
+    def __init__(self, server: list[Entry], hosts: list[Host], locations: list[Location]) -> None:
         self.listed_server, self.server = tuple(server), tuple(dedupe(server)[0])
         self.hosts = tuple(hosts)
         # Broader before narrower; sorted() is stable, so ties stay in file order.

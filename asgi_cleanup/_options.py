@@ -6,13 +6,12 @@ from typing import Any
 
 def timeout_range(name: str) -> str:
     # A per-cleanup timeout of 0 would time every cleanup out before it starts; a shutdown
-    # bound of 0 is a real choice: do not wait for cleanups at shutdown.
+    # bound of 0 is a choice: do not wait for cleanups at shutdown.
     return "> 0" if name == "timeout" else ">= 0"
 
 
 def validate_timeout(name: str, value: Any) -> float | None:
-    """Seconds as a ``float``, or ``None`` for no limit (infinity too): ``timeout`` > 0, others
-    (``shutdown_timeout``) >= 0.
+    """Seconds (``timeout`` > 0, others >= 0) as a ``float``; ``None`` or infinity: no limit.
 
     :raises TypeError: for anything but ``None``, an ``int`` or a ``float`` (``bool`` too).
     :raises ValueError: for a number out of range, or NaN.
@@ -21,14 +20,13 @@ def validate_timeout(name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or value < 0 or (value == 0 and timeout_range(name) == "> 0"):
+    if math.isnan(value) or value < 0 or (value == 0 and name == "timeout"):
         raise ValueError(f"{name} must be {timeout_range(name)} seconds or None, got {value!r}")
     return None if math.isinf(value) else float(value)
 
 
 def validate_thread_limit(value: Any) -> int:
-    """:raises TypeError: for anything but an ``int`` (``bool`` too).
-    :raises ValueError: for a number below 1."""
+    """:raises TypeError: unless an ``int`` (not a ``bool``); :raises ValueError: if below 1."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"thread_limit must be an int >= 1, got {value!r}")
     if value < 1:

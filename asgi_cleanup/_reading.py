@@ -1,9 +1,7 @@
 """Reading a settings file defensively (SPEC 4), and finding its tables' and keys' lines.
 
-Only a regular file of at most 1 MiB is read, as UTF-8 TOML nested no deeper than settings
-need; a ``pyproject.toml`` gives its ``[tool.asgi-cleanup]`` table. Every problem is a
-:class:`SettingsError` naming the file, never a hang (a FIFO), a ``MemoryError``
-(``/dev/zero``) or a ``RecursionError`` (deep nesting).
+Every problem is a :class:`SettingsError` naming the file, never a hang (a FIFO), a
+``MemoryError`` (``/dev/zero``) or a ``RecursionError`` (deep nesting).
 """
 
 from __future__ import annotations
@@ -31,18 +29,17 @@ _TOKENS = re.compile(
 )
 _HEADER = re.compile(r"[ \t]*(\[\[?)[ \t]*([A-Za-z0-9_.-]+)[ \t]*\]\]?[ \t]*(?:#.*)?$")
 _KEY = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=")
-_NOT_REGULAR = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+}
+_KINDS |= {stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
-    """The file's settings table, that table's label (``"top level"``, or
-    ``"[tool.asgi-cleanup]"`` in a file named ``pyproject.toml``) and the file's text."""
+    """The settings table of a regular UTF-8 TOML file of at most 1 MiB (a ``pyproject.toml``'s
+    ``[tool.asgi-cleanup]``), its label (``"top level"``, ``"[tool.asgi-cleanup]"``), the text."""
     # stat() before open(): opening a FIFO blocks until a writer comes, and opening a device
     # can act on it. The opened file is checked again: it may have been replaced meanwhile.
     try:
@@ -89,9 +86,8 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
 
 def _check_regular(path: str, status: os.stat_result) -> None:
     if not stat.S_ISREG(status.st_mode):
-        kind = next((kind for test, kind in _NOT_REGULAR if test(status.st_mode)), None)
-        problem = f"it is {kind or 'not a regular file'}, not a regular file"
-        raise SettingsError(f"{path}: cannot read settings file: {problem}")
+        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
+        raise SettingsError(f"{path}: cannot read settings file: it is {kind}, not a regular file")
     if status.st_size > MAX_BYTES:
         raise SettingsError(f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)")
 
@@ -108,14 +104,10 @@ def _tried(path: str) -> str:
 
 
 def find_lines(text: str, top: str, data: dict[str, Any]) -> dict[tuple[str, str | None], int]:
-    """Line numbers by ``(table, key)``, and ``(table, None)`` for a table's header; tables
-    are labelled ``top``, ``"host[0]"``, ``"location[2]"``...
-
-    ``tomllib`` gives positions for syntax errors only, so plain headers and ``key =`` lines
-    are looked for outside multi-line strings (not dotted keys, inline tables or quoted
-    header parts). An array whose headers do not tally with its tables gets no lines rather
-    than wrong ones.
-    """
+    """Line numbers by ``(table, key)``, and ``(table, None)`` for a header; tables labelled
+    ``top``, ``"host[0]"``... Only plain headers and ``key =`` lines count (not dotted keys,
+    inline tables or quoted names), outside multi-line strings; an array whose headers do not
+    tally with its tables gets no lines rather than wrong ones."""
     prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
     # Multi-line strings, the only tokens that hold a newline, become just their newlines.
     text = _TOKENS.sub(lambda token: "\n" * token.group().count("\n") or token.group(), text)
