@@ -30,7 +30,7 @@ def describe_callable(func: Any) -> str:
         name = _name(func)
     except Exception:
         name = f"<unnamed {_type_name(func)}>"
-    return cut(escape_control(name), MAX_ECHOED)
+    return cut(name.translate(_ESCAPES), MAX_ECHOED)
 
 
 def _name(func: Any) -> str:
@@ -80,11 +80,7 @@ def is_generator_callable(func: Any) -> bool:
 def check_cleanup(func: object) -> None:
     """:raises TypeError: naming ``func`` (even if ``repr`` raises), if it is not callable or
     is a generator or async generator function (see ``_calls``)."""
-    try:
-        is_callable = callable(func)
-    except Exception:
-        is_callable = False
-    if not is_callable:
+    if not callable(func):
         raise TypeError(f"cleanup must be callable, not {describe_value(func)}")
     if is_generator_callable(func):
         raise TypeError(
@@ -128,21 +124,17 @@ def cut(text: str, limit: int = MAX_ECHOED) -> str:
     return text[: max(limit - len(marker), 0)] + marker
 
 
-def escape_control(text: str) -> str:
-    return text.translate(_ESCAPES)
-
-
 def log_safe(text: str, limit: int = MAX_LOGGED) -> str:
     """``text`` escaped, cut to ``limit`` bytes of UTF-8 (never inside an escape) ending
     ``… (N characters)``."""
-    escaped = escape_control(text[:limit])
+    escaped = text[:limit].translate(_ESCAPES)
     if len(text) <= limit and len(escaped.encode()) <= limit:
         return escaped
     marker = f"… ({len(text)} characters)"
     budget = limit - len(marker.encode())
     pieces: list[str] = []
     for char in text[:budget]:
-        piece = escape_control(char)
+        piece = char.translate(_ESCAPES)
         budget -= len(piece.encode())
         if budget < 0:
             break

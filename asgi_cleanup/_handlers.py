@@ -1,8 +1,5 @@
-"""Handler references: parse, import and check them.
-
-``"pkg.mod:attr.sub"`` (entry-point style), ``"pkg.mod::attr"`` (mod_python style) or
-``"pkg.mod"``, meaning its ``cleanuphandler`` (mod_python's default name for this phase). A
-wrong reference is a ``ValueError``; a callable that cannot be called so, a ``TypeError``.
+"""Handler references, ``"pkg.mod:attr.sub"``, ``"pkg.mod::attr"`` (mod_python style) or
+``"pkg.mod"`` (its ``cleanuphandler``, mod_python's default): parse, import and check them.
 """
 
 from __future__ import annotations
@@ -29,12 +26,10 @@ _CIRCULAR = (
 
 
 def resolve(ref: str, resolved: dict[tuple[str, str], object]) -> object:
-    """What ``ref`` names, its module imported. Each ``(module, attribute)`` is looked up once
-    per ``resolved``, so two spellings of one reference give the very same object.
+    """What ``ref`` names, imported once per ``resolved`` so two spellings give one object.
 
-    :raises ValueError: for a malformed reference (whitespace and relative modules included),
-        a module that cannot be imported (its exception's type and text in the message) or a
-        missing attribute.
+    :raises ValueError: for a malformed reference (whitespace, a relative module), a module
+        that cannot be imported (its exception's type and text said) or a missing attribute.
     """
     module, colon, attr = ref.partition(":")
     attr = attr.removeprefix(":") if colon else DEFAULT_ATTRIBUTE
@@ -49,8 +44,7 @@ def resolve(ref: str, resolved: dict[tuple[str, str], object]) -> object:
 
 
 def handler_key(handler: object) -> object:
-    """What makes two handlers the same: the object, or for a bound method (a fresh object at
-    every lookup) its instance and function."""
+    """Handlers are one if the same object, or bound methods of one instance and function."""
     if type(handler) is MethodType:
         return (id(handler.__self__), id(handler.__func__))
     return id(handler)
@@ -73,9 +67,8 @@ def _import(module_name: str, attr_path: str) -> object:
             raise ValueError(f"cannot import module {safe_repr(module_name)}: {text}") from exc
         problem = f"importing module {safe_repr(module_name)} raised {type(exc).__name__}"
         raise ValueError(f"{problem}: {text}") from exc
-    owner = f"module {safe_repr(module_name)}"
-    walked: list[str] = []
-    for part in attr_path.split("."):
+    owner, parts = f"module {safe_repr(module_name)}", attr_path.split(".")
+    for i, part in enumerate(parts, 1):
         try:
             obj = getattr(obj, part)
         except Exception:
@@ -85,8 +78,7 @@ def _import(module_name: str, attr_path: str) -> object:
             elif attr_path == DEFAULT_ATTRIBUTE:
                 hint = " (a reference without ':' means the module's cleanuphandler)"
             raise ValueError(f"{owner} has no attribute {safe_repr(part)}{hint}") from None
-        walked.append(part)
-        owner = safe_repr(f"{module_name}:{'.'.join(walked)}")
+        owner = safe_repr(f"{module_name}:{'.'.join(parts[:i])}")
     return obj
 
 
@@ -101,12 +93,8 @@ def _being_imported(module: ModuleType) -> bool:
 
 
 def check_callable(obj: object, positional: int) -> Callable[..., object]:
-    """``obj``, if it can be called with ``positional`` positional arguments. Without a
-    readable signature (some builtins) only ``callable()`` is checked.
-
-    :raises TypeError: if it is not callable, is a generator or async generator function (also
-        through ``functools.partial`` or ``__call__``), or cannot bind the arguments.
-    """
+    """``obj``, if it can take ``positional`` arguments (without a readable signature, if
+    callable). :raises TypeError: if not, or a generator or async generator function."""
     if not callable(obj):
         raise TypeError(f"not callable (it is {describe_value(obj, 60)})")
     if is_generator_callable(obj):

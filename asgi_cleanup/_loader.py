@@ -1,8 +1,5 @@
-"""Validating a settings source's data: every key checked, every reference resolved.
-
-Every problem is reported, one line each in the one :class:`SettingsError`, naming the file
-(and the line, where it can be found), the table, the key and the entry.
-"""
+"""Validating a settings source's data: every key checked, every reference resolved. Every
+problem is a line of the one :class:`SettingsError`: file[:line], table, key, entry, what."""
 
 from __future__ import annotations
 
@@ -104,9 +101,8 @@ def _tables(key: str, value: object) -> Sequence[Any]:
 
 
 class Loader:
-    """Validates one source's data and resolves its references. ``toml`` selects a file's
-    rules (references only, ``false`` for no limit) over a mapping's (callables and ``None``
-    too); ``lines`` is what :func:`._reading.find_lines` gives."""
+    """Validates one source's data and resolves its references: by a file's rules (``toml``:
+    references only, ``false`` for no limit) or a mapping's (callables and ``None`` too)."""
 
     def __init__(self, source: str, top: str, toml: bool = False, lines: Any = None) -> None:
         self.source, self.top, self.toml, self.lines = source, top, toml, lines or {}
@@ -115,8 +111,7 @@ class Loader:
         self.cause: BaseException | None = None  # of the first problem: the error's cause
 
     def note(self, table: str, problem: str, key: Any = None, *entry: Any, at: Any = None) -> None:
-        """Note ``file[:line]: table[, key k][, entry e]: problem``; ``at`` is the key whose
-        line to give where it is not named."""
+        """Note ``file[:line]: table[, key k][, entry e]: problem``; ``at``: the line's key."""
         at = at or (key if isinstance(key, str) else None)
         line = self.lines.get((table, at)) or self.lines.get((table, None))
         where = f"{self.source}{f':{line}' if line else ''}: {table}"
@@ -137,10 +132,7 @@ class Loader:
         return None
 
     def load(self, data: Table) -> tuple[dict[str, object], Matcher]:
-        """The validated options (only those present) and the contexts, ready to match.
-
-        :raises SettingsError: with one line per problem found.
-        """
+        """The options present, validated, and the contexts. :raises SettingsError:"""
         top = self.top
         self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES))
         given = [name for name in OPTION_NAMES if name in data]

@@ -1,9 +1,8 @@
 """Which directive cleanups a request gets: host and location matching, behind bounded caches.
 
-A request's host selects a shared *plan* (its handlers before locations, and the locations
-that may apply), matched against the route path; in front, a cache of answers by raw request
-data. Caches are keyed by what a client sends: each is cleared when full, and a key longer
-than ``MAX_CACHED_PATH`` is not kept.
+A host selects a shared *plan* (handlers before locations, and the locations that may apply),
+matched with the route path; in front, a cache of answers by raw request data. Caches are
+keyed by what clients send: cleared when full, and no key longer than ``MAX_CACHED_PATH``.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from ._types import Scope
 Handler = Callable[..., object]
 Entry = tuple[str, Handler, str]  # (reference as written, resolved callable, context label)
 DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
-# The raw Host header; the server's host in a tuple, so that it never compares with header
-# bytes (b"a" == "a" warns under python -b); or None.
+# The raw Host header; the server's host in a tuple (b"a" == "a" warns under python -b).
 HostKey = bytes | tuple[str] | None
 
 ANSWER_CACHE_SIZE = 2048  # answers by (root_path, host, path)
@@ -46,8 +44,7 @@ def normalize_host(value: str) -> str:
 
 
 def host_matches(pattern: str | None, host: str | None) -> bool:
-    """``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not
-    ``example.com``; no pattern matches any host, no host matches no pattern."""
+    """``*.example.com`` matches any name below it, not itself; a ``None`` pattern any host."""
     if pattern is None or host is None:
         return pattern is None
     if pattern.startswith("*."):
@@ -182,10 +179,8 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
         by_path = by_path.get(host, {}) if uses_host else by_path
         if path in by_path:
             return by_path[path]  # type: ignore[no-any-return]
-        # Only the client's strings count: the server's host is not client data.
-        cacheable = max(len(path), len(root_path)) <= MAX_CACHED_PATH and not (
-            isinstance(host, bytes) and len(host) > MAX_CACHED_PATH
-        )
+        sent = (path, root_path, host) if isinstance(host, bytes) else (path, root_path)
+        cacheable = max(map(len, sent)) <= MAX_CACHED_PATH  # what the client sent
         plan = plans.get(host)
         if plan is None:
             plan = plan_for(_host_name(host))

@@ -12,10 +12,7 @@ def timeout_range(name: str) -> str:
 
 def validate_timeout(name: str, value: Any) -> float | None:
     """Seconds (``timeout`` > 0, others >= 0) as a ``float``; ``None`` or infinity: no limit.
-
-    :raises TypeError: for anything but ``None``, an ``int`` or a ``float`` (``bool`` too).
-    :raises ValueError: for a number out of range, or NaN.
-    """
+    :raises TypeError: unless ``None``, ``int`` or ``float``; :raises ValueError: out of range."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -1,32 +1,36 @@
-"""Settings for directive cleanups: load a TOML file or a mapping, validate, resolve, match.
+"""Settings for directive cleanups: read a TOML file or take a mapping, validate, resolve.
 
-:func:`load_settings` checks and resolves everything, so a bad file stops startup with a
-:class:`~asgi_cleanup.errors.SettingsError` and nothing fails at request time.
+Everything is checked at load, so a bad file stops startup with a :class:`SettingsError`,
+never a hang (a FIFO), a ``MemoryError`` (``/dev/zero``) or a ``RecursionError`` (SPEC 4).
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
+import re
+import stat
+import tomllib
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._describe import kind_of
 from ._handlers import callable_reference, check_callable, handler_key, resolve
 from ._loader import HOOK_ARITY, OPTION_NAMES, Loader, subject
 from ._matching import DirectivesFor, Entry, Host, Location, Matcher, dedupe
-from ._reading import find_lines, read_toml
+from .errors import SettingsError
 
+Dropped = tuple[Entry, Entry]  # (entry left out, entry kept of the same handler)
 __all__ = ["OPTION_NAMES", "Settings", "load_settings", "validate_hook", "validate_on_error"]
 
 
 def validate_hook(name: str, value: object) -> Callable[..., object] | None:
-    """``None``, a callable taking the hook's arguments (``on_error``: ``(cleanup, exception,
-    outcome)``; ``on_complete``: ``(reports, outcome)``), or a reference to one, imported now.
-
-    :raises TypeError: if it is not callable or cannot take its positional arguments.
-    :raises ValueError: if a reference is malformed or cannot be resolved.
-    """
+    """``None``, or a callable (or a reference to one, imported now) taking the hook's
+    arguments: ``on_error`` ``(cleanup, exception, outcome)``, ``on_complete`` ``(reports,
+    outcome)``. :raises TypeError: if it cannot; :raises ValueError: for a bad reference."""
     if value is None:
         return None
     try:
@@ -38,8 +42,7 @@ def validate_hook(name: str, value: object) -> Callable[..., object] | None:
         raise ValueError(f"{name} {subject(value)}: {exc}") from exc
 
 
-def validate_on_error(value: object) -> Callable[..., object] | None:
-    return validate_hook("on_error", value)
+validate_on_error = functools.partial(validate_hook, "on_error")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -60,15 +63,12 @@ class Settings:
         return f"<Settings {self.source!r}: {self.summary()}>"
 
     def explain(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
-        """``(reference as written, callable, context label)`` in run order for a Host header
-        value (port ignored; ``None`` or ``""``: no host) and a full ``scope["path"]``, less
-        ``root_path`` as at request time."""
+        """``(reference as written, callable, context)`` in run order for a Host header value
+        (port ignored; ``None`` or ``""``: none) and a ``scope["path"]`` less ``root_path``."""
         return dedupe(self._matcher.listed(host, path, root_path))[0]
 
-    def dropped(
-        self, host: str | None, path: str, root_path: str = ""
-    ) -> list[tuple[Entry, Entry]]:
-        """What :meth:`explain` leaves out as listed again: ``(entry, entry kept)``."""
+    def dropped(self, host: str | None, path: str, root_path: str = "") -> list[Dropped]:
+        """What :meth:`explain` leaves out, as listed again in a matching context."""
         return dedupe(self._matcher.listed(host, path, root_path))[1]
 
     @property
@@ -80,29 +80,24 @@ class Settings:
 
     def summary(self) -> str:
         """One line: how many handlers and contexts, and the options set."""
-        matcher = self._matcher
-        counts = [len(matcher.server), len(matcher.hosts), len(matcher.locations)]
+        m = self._matcher
+        counts = [len(m.server), len(m.hosts), len(m.locations), self.distinct_handlers]
         nouns = ["server-wide handler", "host", "location", "distinct handler"]
-        text = ", ".join(
-            f"{n} {noun}{'' if n == 1 else 's'}"
-            for n, noun in zip([*counts, self.distinct_handlers], nouns, strict=True)
-        )
-        options = ", ".join(
-            f"{k}={callable_reference(v) if callable(v) else repr(v)}"
-            for k, v in self.options.items()
-        )
+        text = ", ".join(f"{n} {w}{'s' * (n != 1)}" for n, w in zip(counts, nouns, strict=True))
+        options = ", ".join(f"{k}={_shown(v)}" for k, v in self.options.items())
         return text + (f"; options: {options}" if options else "")
 
 
+def _shown(value: object) -> str:
+    return callable_reference(value) if callable(value) else repr(value)
+
+
 def load_settings(source: str | os.PathLike[str] | Mapping[str, Any]) -> Settings:
-    """Load, validate and resolve settings from a TOML file or a mapping of the same shape.
+    """Settings from a TOML file (a ``pyproject.toml``'s ``[tool.asgi-cleanup]``) or a
+    mapping of the same shape, where ``None`` means no limit or no hook and handlers may be
+    callables too. Handler modules are imported with the current ``sys.path``.
 
-    A ``pyproject.toml`` is read from its ``[tool.asgi-cleanup]`` table. Handler modules are
-    imported with the current ``sys.path``. In a mapping, ``None`` means no limit or no hook,
-    and handlers may be callables as well as references.
-
-    :raises SettingsError: for any problem with the file or its contents.
-    :raises TypeError: if ``source`` is neither a path nor a mapping.
+    :raises SettingsError: for any problem; :raises TypeError: for neither path nor mapping.
     """
     if isinstance(source, Mapping):
         return Settings("<mapping>", *Loader("<mapping>", "top level").load(source))
@@ -110,6 +105,123 @@ def load_settings(source: str | os.PathLike[str] | Mapping[str, Any]) -> Setting
     if not isinstance(path, str):
         raise TypeError(f"settings must be a path or a mapping, not {type(source).__name__}")
     data, top, text = read_toml(path)
-    return Settings(
-        path, *Loader(path, top, toml=True, lines=find_lines(text, top, data)).load(data)
-    )
+    loader = Loader(path, top, toml=True, lines=find_lines(text, top, data))
+    return Settings(path, *loader.load(data))
+
+
+PYPROJECT_TABLE = "asgi-cleanup"
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 16  # arrays and tables open at once: settings need 3, tomllib recurses per level
+
+# Strings (whose brackets and lines do not count), comments and brackets. Valid TOML is
+# tokenised exactly; anything else fails in tomllib anyway.
+_TOKENS = re.compile(
+    r'"""(?:[^\\]|\\.)*?""""{0,2}|\'\'\'.*?\'\'\'\'{0,2}|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\''
+    r"|#[^\n]*|[\[\]{}]",
+    re.DOTALL,
+)
+_HEADER = re.compile(r"[ \t]*(\[\[?)[ \t]*([A-Za-z0-9_.-]+)[ \t]*\]\]?[ \t]*(?:#.*)?$")
+_KEY = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=")
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+}
+_KINDS |= {stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+
+
+def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
+    """The settings table of a regular UTF-8 TOML file of at most 1 MiB (a ``pyproject.toml``'s
+    ``[tool.asgi-cleanup]``), its label (``"top level"``, ``"[tool.asgi-cleanup]"``), the text."""
+    # stat() before open(): opening a FIFO blocks until a writer comes, and opening a device
+    # can act on it. The opened file is checked again: it may have been replaced meanwhile.
+    try:
+        _check_regular(path, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as file:
+            _check_regular(path, os.fstat(fd))
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SettingsError(f"{path}: settings file is larger than 1 MiB")
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise SettingsError(
+            f"{path}: cannot read settings file: {exc.strerror or exc}{_tried(path)}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(match.group(), 0)
+        if depth > MAX_DEPTH:
+            line = text.count("\n", 0, match.start()) + 1
+            problem = f"nested more than {MAX_DEPTH} arrays or tables deep"
+            raise SettingsError(f"{path}: line {line}: {problem}; a settings file needs at most 3")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # a backstop: the depth check stops valid TOML first
+        raise SettingsError(f"{path}: invalid TOML: nested too deeply") from None
+    if os.path.basename(path) != "pyproject.toml":
+        return data, "top level", text
+    tool = data.get("tool")
+    tool = tool if isinstance(tool, dict) else {}
+    table = tool.get(PYPROJECT_TABLE)
+    if table is None:
+        close = difflib.get_close_matches(PYPROJECT_TABLE, tool, n=1)
+        hint = f"; found [tool.{close[0]}], did you mean [tool.{PYPROJECT_TABLE}]?" if close else ""
+        raise SettingsError(f"{path}: no [tool.{PYPROJECT_TABLE}] table{hint}")
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: tool.{PYPROJECT_TABLE} must be a table, not {kind_of(table)}")
+    return table, f"[tool.{PYPROJECT_TABLE}]", text
+
+
+def _check_regular(path: str, status: os.stat_result) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
+        raise SettingsError(f"{path}: cannot read settings file: it is {kind}, not a regular file")
+    if status.st_size > MAX_BYTES:
+        raise SettingsError(f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)")
+
+
+def _tried(path: str) -> str:
+    """Where a relative path was looked for: the server may run elsewhere than one thinks."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return ""
+    if os.path.isabs(path):
+        return ""
+    return f" (looked for {os.path.join(cwd, path)}: relative to the working directory {cwd})"
+
+
+def find_lines(text: str, top: str, data: dict[str, Any]) -> dict[tuple[str, str | None], int]:
+    """Line numbers by ``(table, key)``, and ``(table, None)`` for a header; tables labelled
+    ``top``, ``"host[0]"``... Only plain headers and ``key =`` lines count (not dotted keys,
+    inline tables or quoted names), outside multi-line strings; an array whose headers do not
+    tally with its tables gets no lines rather than wrong ones."""
+    prefix = "" if top == "top level" else f"tool.{PYPROJECT_TABLE}."
+    # Multi-line strings, the only tokens that hold a newline, become just their newlines.
+    text = _TOKENS.sub(lambda token: "\n" * token.group().count("\n") or token.group(), text)
+    found: dict[tuple[str, str | None], int] = {}
+    counts: dict[str, int] = {}
+    table = None if prefix else top
+    for number, line in enumerate(text.splitlines(), 1):
+        if header := _HEADER.match(line):
+            brackets, name = header.groups()
+            rest, table = name.removeprefix(prefix), None
+            if brackets == "[" and prefix and name == prefix[:-1]:
+                table = top
+            elif brackets == "[[" and name.startswith(prefix) and "." not in rest:
+                counts[rest] = counts.get(rest, 0) + 1
+                table = f"{rest}[{counts[rest] - 1}]"
+            if table:
+                found[table, None] = number
+        elif table and (key := _KEY.match(line)):
+            found.setdefault((table, key.group(1)), number)
+    for name, count in counts.items():
+        tables = data.get(name)
+        if not isinstance(tables, list) or len(tables) != count:
+            found = {place: n for place, n in found.items() if not place[0].startswith(f"{name}[")}
+    return found
