@@ -132,7 +132,7 @@ class Loader:
         return None
 
     def load(self, data: Table) -> tuple[dict[str, object], Matcher]:
-        """The options present, validated, and the contexts. :raises SettingsError:"""
+        """Validated options (those present) and contexts; :raises SettingsError: all problems."""
         top = self.top
         self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES))
         given = [name for name in OPTION_NAMES if name in data]

@@ -179,8 +179,8 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
         by_path = by_path.get(host, {}) if uses_host else by_path
         if path in by_path:
             return by_path[path]  # type: ignore[no-any-return]
-        sent = (path, root_path, host) if isinstance(host, bytes) else (path, root_path)
-        cacheable = max(map(len, sent)) <= MAX_CACHED_PATH  # what the client sent
+        short = len(path) <= MAX_CACHED_PATH and len(root_path) <= MAX_CACHED_PATH
+        cacheable = short and not (isinstance(host, bytes) and len(host) > MAX_CACHED_PATH)
         plan = plans.get(host)
         if plan is None:
             plan = plan_for(_host_name(host))

@@ -122,12 +122,13 @@ _TOKENS = re.compile(
 )
 _HEADER = re.compile(r"[ \t]*(\[\[?)[ \t]*([A-Za-z0-9_.-]+)[ \t]*\]\]?[ \t]*(?:#.*)?$")
 _KEY = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=")
-_KINDS = {
+_NOT_REGULAR = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO (named pipe)",
     stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
 }
-_KINDS |= {stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 
 def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
@@ -145,14 +146,13 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
             raise SettingsError(f"{path}: settings file is larger than 1 MiB")
         text = raw.decode("utf-8")
     except OSError as exc:
-        raise SettingsError(
-            f"{path}: cannot read settings file: {exc.strerror or exc}{_tried(path)}"
-        ) from None
+        problem = f"cannot read settings file: {exc.strerror or exc}"
+        raise SettingsError(f"{path}: {problem}{_tried(path)}") from None
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
     depth = 0
     for match in _TOKENS.finditer(text):
-        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(match.group(), 0)
+        depth += (match.group() in ("[", "{")) - (match.group() in ("]", "}"))
         if depth > MAX_DEPTH:
             line = text.count("\n", 0, match.start()) + 1
             problem = f"nested more than {MAX_DEPTH} arrays or tables deep"
@@ -179,7 +179,7 @@ def read_toml(path: str) -> tuple[dict[str, Any], str, str]:
 
 def _check_regular(path: str, status: os.stat_result) -> None:
     if not stat.S_ISREG(status.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(status.st_mode), "not a regular file")
+        kind = _NOT_REGULAR.get(stat.S_IFMT(status.st_mode), "not a regular file")
         raise SettingsError(f"{path}: cannot read settings file: it is {kind}, not a regular file")
     if status.st_size > MAX_BYTES:
         raise SettingsError(f"{path}: settings file is larger than 1 MiB ({status.st_size} bytes)")
