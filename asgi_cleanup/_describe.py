@@ -20,6 +20,7 @@ _ESCAPES = {
 MAX_LOGGED = 1024  # bytes (UTF-8) of a logged path or method, cut marker included
 MAX_ECHOED = 200  # characters of user input echoed in an error message
 _CO_COROUTINE = inspect.CO_COROUTINE
+_CO_GENERATORS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 _KINDS = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}
 
 
@@ -40,12 +41,10 @@ def _name(func: Any) -> str:
     if isinstance(cleanup_name, str):  # a context manager's exit
         return cleanup_name
     qualname: object = getattr(func, "__qualname__", None)
-    module: object
-    if isinstance(qualname, str):
-        module = getattr(func, "__module__", None)
-    else:
-        qualname, module = type(func).__qualname__, type(func).__module__
-    return f"{module}.{qualname}" if isinstance(module, str) else str(qualname)
+    if not isinstance(qualname, str):  # an object: its class names it
+        return f"{type(func).__module__}.{type(func).__qualname__}"
+    module = getattr(func, "__module__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) else qualname
 
 
 def _calls(func: Any, test: Callable[[Any], bool]) -> bool:
@@ -74,6 +73,8 @@ def is_async_callable(func: Any) -> bool:
 
 def is_generator_callable(func: Any) -> bool:
     """Whether calling ``func`` gives a generator or async generator, which runs nothing."""
+    if type(func) is types.FunctionType and not func.__dict__:  # the common case, as above
+        return bool(func.__code__.co_flags & _CO_GENERATORS)
     return _calls(func, lambda f: inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f))
 
 

@@ -221,7 +221,6 @@ def find_lines(text: str, top: str, data: dict[str, Any]) -> dict[tuple[str, str
         elif table and (key := _KEY.match(line)):
             found.setdefault((table, key.group(1)), number)
     for name, count in counts.items():
-        tables = data.get(name)
-        if not isinstance(tables, list) or len(tables) != count:
+        if not isinstance(tables := data.get(name), list) or len(tables) != count:
             found = {place: n for place, n in found.items() if not place[0].startswith(f"{name}[")}
     return found
