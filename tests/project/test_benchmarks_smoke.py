@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.real_server  # the served part starts uvicorn and hypercorn
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_quick(*args: str, timeout: float) -> str:
