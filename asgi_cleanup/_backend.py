@@ -1,5 +1,5 @@
 """The only code that differs between asyncio and trio: a cleanup's own task, a detached
-phase's task, and waking the event loop from a thread.
+phase's task, the one-shot signals a phase waits on, and waking the event loop from a thread.
 
 Everything else is written against anyio. Only public APIs: asyncio's eager task start
 (Python 3.12+) and ``Task.cancel()``; trio's ``spawn_system_task`` and cancel scopes.
@@ -7,9 +7,11 @@ Everything else is written against anyio. Only public APIs: asyncio's eager task
 
 import asyncio
 import contextlib
+import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
+from functools import partial
 from typing import Any, Protocol
 
 _EAGER = sys.version_info >= (3, 12)
@@ -71,7 +73,7 @@ class _TrioTask:
         self._coro = coro
         self._scope = trio.CancelScope(shield=True)
         self._callbacks: list[Callable[[Any], object]] = []
-        self._finished = False
+        self.finished = trio.Event()
         self.error: BaseException | None = None
         trio.lowlevel.spawn_system_task(self._run, context=context)
 
@@ -81,13 +83,13 @@ class _TrioTask:
                 self.error = await self._coro
         except BaseException as exc:  # never out of a system task: trio would crash
             self.error = exc
-        self._finished = True
+        self.finished.set()
         for callback in self._callbacks:
             callback(self)
         self._callbacks.clear()
 
     def done(self) -> bool:
-        return self._finished
+        return self.finished.is_set()
 
     def cancel(self) -> None:
         self._scope.cancel()
@@ -116,6 +118,61 @@ def unshield(task: CleanupTask) -> None:
     """Let trio's end cancel ``task`` (an asyncio task never was shielded from it)."""
     if isinstance(task, _TrioTask):
         task.unshield()
+
+
+def new_signal() -> Any:
+    """A one-shot signal for the phase to wait on: an asyncio future, or a trio event."""
+    try:
+        return asyncio.get_running_loop().create_future()
+    except RuntimeError:
+        import trio
+
+        return trio.Event()
+
+
+def task_signal(task: CleanupTask) -> Any:
+    """The signal set when ``task`` has finished: an asyncio task is one itself."""
+    return task.finished if isinstance(task, _TrioTask) else task
+
+
+def set_signal(signal: Any) -> None:
+    if isinstance(signal, asyncio.Future):
+        if not signal.done():
+            signal.set_result(None)
+    else:
+        signal.set()
+
+
+def is_set(signal: Any) -> bool:
+    return signal.done() if isinstance(signal, asyncio.Future) else bool(signal.is_set())
+
+
+async def wait_signal(signal: Any, seconds: float | None) -> None:
+    """Wait until ``signal`` is set, at most ``seconds`` (``None``: no limit). A cancellation of the
+    waiting task ends the wait and leaves ``signal`` alone (awaiting an asyncio future or task
+    directly would cancel it)."""
+    if not isinstance(signal, asyncio.Future):
+        import trio
+
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            await signal.wait()
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    wake = partial(_wake, waiter)
+    signal.add_done_callback(wake)
+    timer = None if seconds is None else loop.call_later(seconds, wake)
+    try:
+        await waiter
+    finally:
+        signal.remove_done_callback(wake)
+        if timer is not None:
+            timer.cancel()
+
+
+def _wake(waiter: "asyncio.Future[None]", _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def loop_caller() -> Callable[[Callable[[], object]], None]:

@@ -2,9 +2,12 @@
 task until the phase ends, for at most ``shutdown_timeout``."""
 
 import time
+from typing import Any
 
 import anyio
 import anyio.lowlevel
+
+from ._backend import is_set, wait_signal
 
 
 class Waiter:
@@ -21,11 +24,11 @@ class Waiter:
         self._released = released
         self._scope: anyio.CancelScope | None = None
 
-    async def wait(self, event: anyio.Event, deadline: float | None) -> bool:
-        """Wait until ``event`` is set (``True``) or ``deadline`` (``time.monotonic()``)
-        has passed (``False``)."""
+    async def wait(self, signal: Any, deadline: float | None) -> bool:
+        """Wait until ``signal`` (see ``_backend.new_signal``) is set (``True``) or
+        ``deadline`` (``time.monotonic()``) has passed (``False``)."""
         cancelled = anyio.get_cancelled_exc_class()
-        while not event.is_set():
+        while not is_set(signal):
             now = time.monotonic()
             if self.held is not None and (
                 self._released or (self._held_until is not None and now >= self._held_until)
@@ -34,16 +37,21 @@ class Waiter:
             if deadline is not None and now >= deadline:
                 return False
             limit = _earliest(deadline, self._held_until)
-            with anyio.CancelScope(shield=self.held is not None) as self._scope:
-                try:
-                    with anyio.move_on_after(None if limit is None else limit - now):
-                        await event.wait()
-                except cancelled as exc:
-                    if self.held is None:
-                        self.held = exc
-                        if self._hold_limit is not None:
-                            self._held_until = time.monotonic() + self._hold_limit
-            self._scope = None
+            timeout = None if limit is None else limit - now
+            try:
+                if self.held is None:
+                    await wait_signal(signal, timeout)
+                else:
+                    # An anyio scope's cancellation would otherwise come again at every await.
+                    with anyio.CancelScope(shield=True) as self._scope:
+                        await wait_signal(signal, timeout)
+            except cancelled as exc:
+                if self.held is None:
+                    self.held = exc
+                    if self._hold_limit is not None:
+                        self._held_until = time.monotonic() + self._hold_limit
+            finally:
+                self._scope = None
         return True
 
     async def deliver(self) -> None:

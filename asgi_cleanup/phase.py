@@ -24,8 +24,11 @@ from ._backend import (
     CleanupTask,
     guarded,
     loop_caller,
+    new_signal,
+    set_signal,
     start_task,
     task_error,
+    task_signal,
     unshield,
 )
 from ._describe import describe_request, is_async_callable
@@ -185,8 +188,7 @@ class CleanupPhase:
             self._current = None
 
     async def _wait_for(self, task: CleanupTask, began: float) -> Any:
-        done = anyio.Event()
-        task.add_done_callback(lambda _: done.set())
+        done = task_signal(task)
         waiter = self._waiter_for_phase()
         timeout = self._config.timeout
         if timeout is None:
@@ -218,8 +220,8 @@ class CleanupPhase:
         thread, within the timeout of each."""
         config = self._config
         job = SyncJob(pending, then, self._request(), self._reports is not None)
-        done = anyio.Event()
-        job.notify = partial(loop_caller(), done.set)
+        done = new_signal()
+        job.notify = partial(loop_caller(), partial(set_signal, done))
         config.pool.submit(job.run)
         waiter = self._waiter_for_phase()
         abandoned = where = None
