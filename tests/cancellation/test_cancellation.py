@@ -444,17 +444,9 @@ async def test_a_cancellation_held_during_the_phase_ends_the_app_call_on_both_ba
     assert log == ["cleanup start", "cleanup end"]
 
 
-@pytest.mark.parametrize("cancel", ["cancel-scope", "native"])
-async def test_past_shutdown_timeout_a_phase_no_longer_holds_its_cancellation(
-    anyio_backend_name: str, cancel: str
-) -> None:
-    # SPEC 2.8: the shutdown's bound is absolute, with timeout=None and a sync cleanup that
-    # never returns too. uvicorn cancels its request tasks natively once its graceful
-    # timeout is over, then sends lifespan.shutdown; hypercorn's trio worker cancels scopes.
-    if cancel == "native" and anyio_backend_name != "asyncio":
-        pytest.skip("only asyncio has native task cancellation")
-    release = threading.Event()
-    started = anyio.Event()
+def app_blocking_a_thread(started: anyio.Event, release: threading.Event) -> Any:
+    """An app (lifespan included) whose request registers a sync cleanup that sets
+    ``started``, then blocks its thread until ``release`` is set."""
 
     def blocks(notify: Callable[[], None]) -> None:
         notify()
@@ -474,7 +466,23 @@ async def test_past_shutdown_timeout_a_phase_no_longer_holds_its_cancellation(
         await send(START)
         await send(BODY)
 
-    middleware = CleanupMiddleware(app, timeout=None, shutdown_timeout=0.2)
+    return app
+
+
+@pytest.mark.parametrize("cancel", ["cancel-scope", "native"])
+async def test_past_shutdown_timeout_a_phase_no_longer_holds_its_cancellation(
+    anyio_backend_name: str, cancel: str
+) -> None:
+    # SPEC 2.8: the shutdown's bound is absolute, with timeout=None and a sync cleanup that
+    # never returns too. uvicorn cancels its request tasks natively once its graceful
+    # timeout is over, then sends lifespan.shutdown; hypercorn's trio worker cancels scopes.
+    if cancel == "native" and anyio_backend_name != "asyncio":
+        pytest.skip("only asyncio has native task cancellation")
+    release = threading.Event()
+    started = anyio.Event()
+    middleware = CleanupMiddleware(
+        app_blocking_a_thread(started, release), timeout=None, shutdown_timeout=0.2
+    )
     receive, send, _ = client()
     lifespan_messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     shutdown_asked = anyio.Event()
@@ -528,20 +536,9 @@ async def test_a_cancellation_is_held_at_most_shutdown_timeout_without_a_lifespa
     # them before it sends lifespan.shutdown: the hold itself is bounded.
     release = threading.Event()
     started = anyio.Event()
-
-    def blocks(notify: Callable[[], None]) -> None:
-        notify()
-        release.wait(10)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        token = anyio.lowlevel.current_token()
-        scope["cleanup"].register(
-            blocks, lambda: anyio.from_thread.run_sync(started.set, token=token)
-        )
-        await send(START)
-        await send(BODY)
-
-    middleware = CleanupMiddleware(app, timeout=None, shutdown_timeout=0.2)
+    middleware = CleanupMiddleware(
+        app_blocking_a_thread(started, release), timeout=None, shutdown_timeout=0.2
+    )
     receive, send, _ = client()
     request_scope = anyio.CancelScope()
     try:
