@@ -1,8 +1,6 @@
-"""The only code that differs between asyncio and trio: a cleanup's own task, a detached
-phase's task, and waking the event loop from a thread.
-
-Everything else is written against anyio. Only public APIs: asyncio's eager task start
-(Python 3.12+) and ``Task.cancel()``; trio's ``spawn_system_task`` and cancel scopes.
+"""The only code that differs between asyncio and trio: a task of its own for a cleanup or a
+detached phase, and setting an event from a worker thread. Public APIs only: asyncio's eager
+start (Python 3.12+) and ``Task.cancel()``; trio's ``spawn_system_task`` and cancel scopes.
 """
 
 import asyncio
@@ -11,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from typing import Any, Protocol
+
+import anyio
 
 _EAGER = sys.version_info >= (3, 12)
 
@@ -24,22 +24,23 @@ class CleanupTask(Protocol):
     def add_done_callback(self, callback: Callable[[Any], object], /) -> None: ...
 
 
-def start_task(coro: Coroutine[Any, Any, Any], context: Context) -> CleanupTask:
-    """Run ``coro`` in a task of its own, in ``context`` (which nobody else may enter). On
-    asyncio 3.12+ its first step runs now: one that needs no more is done on return."""
+def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
+    """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
+    With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done
+    on return."""
+    coro = _guarded(awaitable)
     try:
         loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
     except RuntimeError:
         return _TrioTask(coro, context)
-    if _EAGER:
+    if eager and _EAGER:
         # eager_start is new in 3.12; mypy checks against 3.11.
         return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
     return loop.create_task(coro, context=context)
 
 
 def task_error(task: CleanupTask) -> BaseException | None:
-    """What a finished task of ``guarded()`` raised (its own cancellation included) or
-    returned, or ``None``."""
+    """What a finished task raised (its own cancellation included), or ``None``."""
     if type(task) is _TrioTask:
         return task.error
     assert isinstance(task, asyncio.Task)
@@ -51,9 +52,8 @@ def task_error(task: CleanupTask) -> BaseException | None:
     return task.exception() or task.result()
 
 
-async def guarded(awaitable: Awaitable[Any]) -> BaseException | None:
-    """Await ``awaitable``; return a ``KeyboardInterrupt`` or ``SystemExit`` it raises, which
-    asyncio would otherwise raise out of the event loop, so the other cleanups still run."""
+async def _guarded(awaitable: Awaitable[Any]) -> BaseException | None:
+    # Returned, not raised: asyncio would raise these out of the event loop.
     try:
         await awaitable
     except (KeyboardInterrupt, SystemExit) as exc:
@@ -62,8 +62,8 @@ async def guarded(awaitable: Awaitable[Any]) -> BaseException | None:
 
 
 class _TrioTask:
-    """A trio system task running one coroutine: no nursery outlives a request when there is
-    no lifespan. Shielded, so trio's end does not cut it; ``cancel()`` cancels it."""
+    """A trio system task (no nursery outlives a request when there is no lifespan), shielded
+    so that trio's end does not cut it until ``unshield()``; ``cancel()`` cancels it."""
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: Context) -> None:
         import trio
@@ -92,9 +92,6 @@ class _TrioTask:
     def cancel(self) -> None:
         self._scope.cancel()
 
-    def unshield(self) -> None:
-        self._scope.shield = False
-
     def get_coro(self) -> Coroutine[Any, Any, Any]:
         return self._coro
 
@@ -102,35 +99,26 @@ class _TrioTask:
         self._callbacks.append(callback)
 
 
-def spawn(run: Callable[[], Coroutine[Any, Any, None]], context: Context) -> CleanupTask:
-    """Start ``run()`` in a task of its own, not eagerly: for a phase that must not hold up
-    the request. ``run`` must not raise. The caller keeps the task referenced until done."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return _TrioTask(run(), context)
-    return loop.create_task(run(), context=context)
-
-
 def unshield(task: CleanupTask) -> None:
     """Let trio's end cancel ``task`` (an asyncio task never was shielded from it)."""
     if isinstance(task, _TrioTask):
-        task.unshield()
+        task._scope.shield = False
 
 
-def loop_caller() -> Callable[[Callable[[], object]], None]:
-    """A thread-safe ``call(func)`` that runs ``func()`` soon on the current event loop, and
-    does nothing once that loop is gone."""
+def setter_from_thread(event: anyio.Event) -> Callable[[], None]:
+    """A call that sets ``event`` soon from any thread, and does nothing once its event loop
+    is gone."""
     try:
-        loop = asyncio.get_running_loop()
-        schedule: Callable[[Callable[[], object]], Any] = loop.call_soon_threadsafe
+        schedule: Callable[[Callable[[], object]], Any] = (
+            asyncio.get_running_loop().call_soon_threadsafe
+        )
     except RuntimeError:
         import trio
 
         schedule = trio.lowlevel.current_trio_token().run_sync_soon
 
-    def call(func: Callable[[], object]) -> None:
+    def call() -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            schedule(func)
+            schedule(event.set)
 
     return call

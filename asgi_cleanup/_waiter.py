@@ -10,9 +10,8 @@ import anyio.lowlevel
 class Waiter:
     """Waits for events on behalf of one phase. A cancellation of the phase's task (an anyio
     cancel scope's, or on asyncio a native ``Task.cancel()``, which no anyio shield stops) is
-    caught and held: ``held``, for the phase to deliver when it ends. It is held at most
-    ``hold_limit`` seconds (``None``: as long as the phase), and not at all after
-    ``release()``: then ``wait`` delivers it."""
+    caught and kept in ``held`` for the phase to deliver when it ends: for at most
+    ``hold_limit`` seconds (``None``: as long as the phase), and not at all once released."""
 
     def __init__(self, hold_limit: float | None, released: bool = False) -> None:
         self.held: BaseException | None = None
@@ -33,10 +32,10 @@ class Waiter:
                 await self.deliver()
             if deadline is not None and now >= deadline:
                 return False
-            limit = _earliest(deadline, self._held_until)
+            limits = [t for t in (deadline, self._held_until) if t is not None]
             with anyio.CancelScope(shield=self.held is not None) as self._scope:
                 try:
-                    with anyio.move_on_after(None if limit is None else limit - now):
+                    with anyio.move_on_after(min(limits) - now if limits else None):
                         await event.wait()
                 except cancelled as exc:
                     if self.held is None:
@@ -57,9 +56,3 @@ class Waiter:
         self._released = True
         if self._scope is not None and self.held is not None:
             self._scope.cancel()  # wakes wait(), which delivers it
-
-
-def _earliest(first: float | None, second: float | None) -> float | None:
-    if first is None:
-        return second
-    return first if second is None else min(first, second)

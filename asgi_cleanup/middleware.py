@@ -97,15 +97,9 @@ class CleanupMiddleware:
         self.on_complete: CompleteHook | None = validate_hook(
             "on_complete", option("on_complete", on_complete, None)
         )
-        self._pool = WorkerPool(self.thread_limit)
-        self._tracker = PhaseTracker(self._pool)
+        self._tracker = PhaseTracker(WorkerPool(self.thread_limit))
         self._config = PhaseConfig(
-            self.timeout,
-            self.shutdown_timeout,
-            self._pool,
-            self._tracker,
-            self.on_error,
-            self.on_complete,
+            self.timeout, self.shutdown_timeout, self._tracker, self.on_error, self.on_complete
         )
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
@@ -123,9 +117,7 @@ class CleanupMiddleware:
         if isinstance(outer, CleanupRegistry):
             # Nested: join the outer middleware's registry and phase.
             if self._directives_for is not None:
-                directives = self._directives_for(scope)
-                if directives:
-                    add_directives(outer, directives)
+                add_directives(outer, self._directives_for(scope))
             await self.app(scope, receive, send)
             return
         if self._find_shutdown:
@@ -141,41 +133,45 @@ class CleanupMiddleware:
         try:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
-            responder.finish()
-            entries = freeze(registry)
-            directives = _with_nested(directives, registry)
-            if not entries and not directives:
-                raise
             # No local may hold the exception: its traceback holds this frame, a cycle.
-            begin_phase(
-                registry,
-                responder.outcome(
-                    scope, exc if isinstance(exc, Exception) else None, perf_counter() - started
-                ),
-                exc,
-            )
-            phase = CleanupPhase(self._config, registry, entries, directives)
+            phase = self._phase(scope, registry, responder, directives, started, exc)
+            if phase is None:
+                raise
             if _is_cancellation(exc):
                 await phase.run()  # to its end; then the cancellation goes on
             else:
                 # The server sees the exception at once; the cleanups follow.
-                self._tracker.spawn(phase, phase.run_detached, copy_context())
+                self._tracker.spawn(phase, phase.run(detached=True), copy_context())
             raise
-        responder.finish()
-        entries = freeze(registry)
-        if added_directives(registry) is not None:
-            directives = _with_nested(directives, registry)
-        if not entries and not directives:
+        phase = self._phase(scope, registry, responder, directives, started, None)
+        if phase is None:
             return
-        begin_phase(registry, responder.outcome(scope, None, perf_counter() - started), None)
-        phase = CleanupPhase(self._config, registry, entries, directives)
         if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
             await phase.run()
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us. So too when the client closed a websocket: granian answers the
             # close only when the app call returns.
-            self._tracker.spawn(phase, phase.run_detached, copy_context())
+            self._tracker.spawn(phase, phase.run(detached=True), copy_context())
+
+    def _phase(
+        self,
+        scope: Scope,
+        registry: CleanupRegistry,
+        responder: "_Responder",
+        directives: tuple[Directive, ...],
+        started: float,
+        exc: BaseException | None,
+    ) -> CleanupPhase | None:
+        """The app call is over: the request's cleanup phase, or ``None`` if it has none."""
+        responder.finish()
+        entries = freeze(registry)
+        directives = _with_nested(directives, registry)
+        if not entries and not directives:
+            return None
+        error = exc if isinstance(exc, Exception) else None
+        begin_phase(registry, responder.outcome(scope, error, perf_counter() - started), exc)
+        return CleanupPhase(self._config, registry, entries, directives)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
@@ -190,13 +186,13 @@ class CleanupMiddleware:
         await self._tracker.drain()
 
     async def _drain_for_shutdown(self) -> None:
-        """``drain()`` within ``shutdown_timeout``; past it, nothing of the middleware holds
-        the server any more (a sync cleanup left in its daemon thread is cut off when the
-        process exits), and a WARNING says what was still running."""
+        # drain() within shutdown_timeout; past it, nothing of ours holds the server any more
+        # (a sync cleanup left in its daemon thread is cut off when the process exits).
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
         tracker = self._tracker
-        phases, abandoned, threads = tracker.phases, tracker.left_behind, self._pool.left_behind
+        phases, abandoned = len(tracker.phases), len(tracker.left_behind)
+        threads = tracker.pool.left_behind
         if phases or abandoned or threads:
             tracker.release()
             logger.warning(
@@ -300,14 +296,10 @@ def _with_nested(own: tuple[Directive, ...], registry: CleanupRegistry) -> tuple
     nested = added_directives(registry)
     if not nested:
         return own
-    seen = set(map(handler_key, own))
-    extra = []
-    for directive in nested:
-        key = handler_key(directive)
-        if key not in seen:
-            seen.add(key)
-            extra.append(directive)
-    return (*own, *extra)
+    merged: dict[object, Directive] = {}
+    for directive in (*own, *nested):
+        merged.setdefault(handler_key(directive), directive)
+    return tuple(merged.values())
 
 
 def _is_cancellation(exc: BaseException) -> bool:

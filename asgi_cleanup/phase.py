@@ -2,9 +2,9 @@
 
 Dynamic cleanups run last registered first, then the directive cleanups, each once. An async
 cleanup runs in a task of its own (on Python 3.12+ started eagerly: one that finishes in its
-first step costs no scheduling), so that it can be abandoned at its timeout and sees a task
-no other request shares. Consecutive sync cleanups share one hop to a worker thread. The
-request's task waits through ``Waiter``, which holds back a cancellation until the phase ends.
+first step costs no scheduling), so that it can be abandoned at its timeout and sees a task no
+other request shares. Consecutive sync cleanups share one hop to a worker thread. The request's
+task waits through ``Waiter``, which holds back a cancellation until the phase ends.
 """
 
 import contextvars
@@ -18,28 +18,11 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import anyio
-import anyio.lowlevel
 
-from ._backend import (
-    CleanupTask,
-    guarded,
-    loop_caller,
-    start_task,
-    task_error,
-    unshield,
-)
+from . import _log
+from ._backend import CleanupTask, setter_from_thread, start_task, task_error, unshield
 from ._describe import describe_request, is_async_callable
-from ._log import (
-    log_failure,
-    log_fatal,
-    log_hook_failure,
-    log_phase,
-    log_timeout,
-    suspended_traceback,
-    timeout_error,
-)
-from ._sync_run import SyncJob
-from ._threads import WorkerPool
+from ._threads import SyncJob
 from ._tracker import PhaseTracker
 from ._waiter import Waiter
 from .outcome import CleanupReport, Outcome
@@ -50,8 +33,7 @@ logger = logging.getLogger("asgi_cleanup")
 ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
 CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]
 
-# How long past its timeout a cancelled cleanup may take to stop before it is left behind.
-ABANDON_GRACE = 1.0
+ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
 
 
 @dataclass(frozen=True)
@@ -60,21 +42,21 @@ class PhaseConfig:
 
     timeout: float | None
     shutdown_timeout: float | None
-    pool: WorkerPool
     tracker: PhaseTracker
     on_error: ErrorHook | None
     on_complete: CompleteHook | None
 
 
 class _TimedOut(NamedTuple):
-    """What a cleanup past its timeout gives: ``where`` it was then, if known."""
+    """What a cleanup past its timeout gives: ``where`` it was then, if known, and whether it
+    was still ``waiting`` for a worker thread."""
 
     where: types.TracebackType | None
+    waiting: bool = False
 
 
 class CleanupPhase:
-    """Runs one request's cleanups: ``run()`` in the request's task, or ``run_detached()``
-    in a task of its own. Failures and timeouts are logged and go to ``on_error``; a
+    """Runs one request's cleanups. Failures and timeouts are logged and go to ``on_error``; a
     ``BaseException`` that is not an ``Exception`` lets the rest run first."""
 
     def __init__(
@@ -108,32 +90,26 @@ class CleanupPhase:
     def _request(self) -> str:
         return describe_request(self._outcome.scope)
 
-    async def run(self) -> None:
-        """Run the phase in the caller's task, then deliver what it held back: the first
-        ``BaseException`` a cleanup raised, else a cancellation of the task."""
+    async def run(self, detached: bool = False) -> None:
+        """Run the phase, then deliver what it held back: the first ``BaseException`` a
+        cleanup raised, else a cancellation of the task. ``detached``: the phase runs in a task
+        of its own (``PhaseTracker.spawn``), with nobody to deliver to, so it logs them."""
+        self._detached = detached
         tracker = self._config.tracker
         tracker.started(self)
         try:
             await self._run()
+        except BaseException:
+            if not detached:  # else the shutdown's bound passed: cut short, as it should be
+                raise
         finally:
             tracker.finished(self)
             end_phase(self._registry)
-        if self._fatal is not None:
-            raise self._fatal
-        if self._waiter is not None:
-            await self._waiter.deliver()
-
-    async def run_detached(self) -> None:
-        """Run the phase in a task of its own (``PhaseTracker.spawn``): nobody is there to
-        raise anything to, so a ``BaseException`` is logged."""
-        self._detached = True
-        try:
-            await self._run()
-        except BaseException:  # the shutdown's bound passed: cut short, as it should be
-            pass
-        finally:
-            self._config.tracker.finished(self)
-            end_phase(self._registry)
+        if not detached:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._waiter is not None:
+                await self._waiter.deliver()
 
     def release(self) -> None:
         """Stop holding back cancellation (the shutdown's bound has passed)."""
@@ -160,107 +136,104 @@ class CleanupPhase:
                     self._fail_fatally(func, exc)
                     continue
                 else:
-                    task = start_task(guarded(awaitable), context)
+                    task = start_task(awaitable, context)
                     # Most end in their first step: no await at all then.
                     result = task_error(task) if task.done() else await self._finish(task, began)
                 if result is not None or self._reports is not None:
                     await self._record(func, began, result)
+        hook = self._config.on_complete
         if self._reports is not None:
-            await self._complete(self._reports)
+            _log.log_phase(self._reports, self._request())
+            if hook is not None:
+                await self._call_hook("on_complete", hook, tuple(self._reports), self._outcome)
+
+    async def _wait(self, event: anyio.Event, deadline: float | None) -> bool:
+        if self._waiter is None:
+            config = self._config
+            self._waiter = Waiter(config.shutdown_timeout, config.tracker.released)
+        return await self._waiter.wait(event, deadline)
 
     async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
         """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
-        timeout; ``None``, what it raised, or a ``_TimedOut``."""
-        task = start_task(guarded(awaitable), context)
+        timeout: ``None``, what it raised, or a ``_TimedOut``."""
+        task = start_task(awaitable, context)
         return task_error(task) if task.done() else await self._finish(task, began)
 
     async def _finish(self, task: CleanupTask, began: float) -> Any:
         self._current = task
         try:
-            return await self._wait_for(task, began)
+            done = anyio.Event()
+            task.add_done_callback(lambda _: done.set())
+            timeout = self._config.timeout
+            if timeout is None:
+                await self._wait(done, None)
+                return task_error(task)
+            deadline = began + timeout
+            if await self._wait(done, deadline):
+                error = task_error(task)
+                # One that blocked the event loop past its deadline after it last waited overran.
+                return _TimedOut(None) if time.monotonic() >= deadline else error
+            where = _log.suspended_traceback(task.get_coro())
+            task.cancel()
+            if await self._wait(done, deadline + min(ABANDON_GRACE, timeout)):
+                task_error(task)  # what it raised once cancelled is its timeout's doing
+            else:
+                # It does not stop when cancelled: it goes on, and drain() waits for it.
+                self._config.tracker.leave_behind(task, hold_outcome(self._registry))
+            return _TimedOut(where)
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
             raise
         finally:
             self._current = None
 
-    async def _wait_for(self, task: CleanupTask, began: float) -> Any:
-        done = anyio.Event()
-        task.add_done_callback(lambda _: done.set())
-        waiter = self._waiter_for_phase()
-        timeout = self._config.timeout
-        if timeout is None:
-            await waiter.wait(done, None)
-            return task_error(task)
-        deadline = began + timeout
-        if await waiter.wait(done, deadline):
-            error = task_error(task)
-            # One that blocked the event loop past its deadline after it last waited overran.
-            return _TimedOut(None) if time.monotonic() >= deadline else error
-        where = suspended_traceback(task.get_coro())
-        task.cancel()
-        if await waiter.wait(done, deadline + min(ABANDON_GRACE, timeout)):
-            task_error(task)  # what it raised once cancelled is its timeout's doing
-        else:
-            # It does not stop when cancelled: it goes on, and drain() waits for it.
-            self._config.tracker.leave_behind(task, hold_outcome(self._registry))
-        return _TimedOut(where)
-
-    def _waiter_for_phase(self) -> Waiter:
-        waiter = self._waiter
-        if waiter is None:
-            config = self._config
-            waiter = self._waiter = Waiter(config.shutdown_timeout, config.tracker.released)
-        return waiter
-
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
         """Run the sync cleanups at the end of ``pending`` (then of ``then``) in one worker
         thread, within the timeout of each."""
-        config = self._config
-        job = SyncJob(pending, then, self._request(), self._reports is not None)
+        timeout, pool = self._config.timeout, self._config.tracker.pool
         done = anyio.Event()
-        job.notify = partial(loop_caller(), done.set)
-        config.pool.submit(job.run)
-        waiter = self._waiter_for_phase()
-        abandoned = where = None
-        timeout = config.timeout
-        if timeout is None:
-            await waiter.wait(done, None)
-        else:
-            while not await waiter.wait(done, job.started_at + timeout):
-                overdue = job.overdue(timeout, config.pool, partial(hold_outcome, self._registry))
-                if overdue is None:  # it finished meanwhile
-                    await waiter.wait(done, None)
-                    break
-                if overdue[1] is not None:
-                    abandoned, where = overdue[1], job.where()
-                    break
-        for func, seconds, error in job.take_results():
+        request, record = self._request(), self._reports is not None
+        job = SyncJob(pending, then, request, record, setter_from_thread(done))
+        pool.submit(job.run)
+        abandoned = None
+        while not await self._wait(done, job.deadline(timeout)):
+            assert timeout is not None, "no deadline without a timeout"
+            abandoned = job.abandon(timeout, pool, partial(hold_outcome, self._registry))
+            if abandoned is not None:
+                break
+        for func, seconds, error in job.results:
             await self._record(func, time.monotonic() - seconds, error)
         if abandoned is not None:
-            await self._record(abandoned[0], job.started_at, _TimedOut(where), job.late is not None)
-        elif job.fatal is not None and job.current is not None:
+            (func, *_), where = abandoned
+            await self._record(func, job.started_at, _TimedOut(where, job.late is not None))
+        elif job.current is not None and job.fatal is not None:
             self._fail_fatally(job.current[0], job.fatal)
-        elif job.awaitable is not None and job.current is not None:
+        elif job.current is not None and job.awaitable is not None:
             # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
-            func, began = job.current[0], job.started_at
-            await self._record(func, began, await self._await(job.awaitable, job.current[3], began))
+            func, _, _, context = job.current
+            result = await self._await(job.awaitable, context, job.started_at)
+            await self._record(func, job.started_at, result)
 
-    async def _record(
-        self, func: Callable[..., Any], began: float, result: Any, waiting: bool = False
-    ) -> None:
+    async def _record(self, func: Callable[..., Any], began: float, result: Any) -> None:
         """Report a cleanup that ended with ``result`` (``None``, an exception or a
         ``_TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
         timed_out = type(result) is _TimedOut
         if timed_out:
-            timeout = self._config.timeout
-            result = timeout_error(timeout, result.where)
-            log_timeout(func, timeout, self._request(), result, waiting)
+            timeout, waiting = self._config.timeout, result.waiting
+            result = _log.timeout_error("cleanup", timeout, result.where)
+            _log.log_error(
+                _log.WAITED_OUT if waiting else _log.TIMED_OUT,
+                func,
+                result,
+                timeout,
+                self._request(),
+            )
         elif result is not None:
-            if not isinstance(result, Exception) and not _is_loop_cancellation(result):
+            # Its own cancellation (it cancelled its task, or raised the class) is a failure.
+            if not isinstance(result, (Exception, anyio.get_cancelled_exc_class())):
                 self._fail_fatally(func, result)
                 return
-            log_failure(func, result, self._request())
+            _log.log_error(_log.FAILED, func, result, "", self._request())
         if result is not None and self._config.on_error is not None:
             await self._call_hook("on_error", self._config.on_error, func, result, self._outcome)
         if self._reports is not None:
@@ -270,15 +243,10 @@ class CleanupPhase:
     def _fail_fatally(self, func: Callable[..., Any], exc: BaseException) -> None:
         """A ``BaseException``: the rest still run, then the first one is raised."""
         if self._detached:
-            log_fatal(func, exc, self._request(), "in a phase of its own task")
+            why = "in a phase of its own task"
+            _log.log_error(_log.FATAL, func, exc, type(exc).__name__, why, self._request())
         elif self._fatal is None:
             self._fatal = exc
-
-    async def _complete(self, reports: list[CleanupReport]) -> None:
-        log_phase(reports, self._request())
-        hook = self._config.on_complete
-        if hook is not None:
-            await self._call_hook("on_complete", hook, tuple(reports), self._outcome)
 
     async def _call_hook(self, role: str, hook: Callable[..., Any], *args: Any) -> None:
         """Call a sync or async hook on the event loop, within the timeout; log what it
@@ -287,20 +255,12 @@ class CleanupPhase:
         try:
             result = hook(*args)
         except Exception as exc:
-            log_hook_failure(role, hook, exc, self._request())
-            return
-        if result is not None and inspect.isawaitable(result):
+            error: Any = exc
+        else:
+            if result is None or not inspect.isawaitable(result):
+                return
             error = await self._await(result, contextvars.copy_context(), began)
-            if type(error) is _TimedOut:
-                timeout = self._config.timeout
-                error = TimeoutError(f"hook timed out after {timeout:g}s").with_traceback(
-                    error.where
-                )
-            if error is not None:
-                log_hook_failure(role, hook, error, self._request())
-
-
-def _is_loop_cancellation(exc: BaseException) -> bool:
-    """A cleanup's own cancellation (it cancelled its task, or raised the class itself): a
-    failure like any other."""
-    return isinstance(exc, anyio.get_cancelled_exc_class())
+        if type(error) is _TimedOut:
+            error = _log.timeout_error("hook", self._config.timeout, error.where)
+        if error is not None:
+            _log.log_error(f"{role} hook %s failed for %s", hook, error, self._request())
