@@ -16,23 +16,23 @@ from ._tracker import PhaseTracker
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .outcome import Outcome
 from .phase import CleanupPhase, CompleteHook, ErrorHook, PhaseConfig
-from .registry import (
-    CleanupRegistry,
-    Directive,
-    add_directives,
-    added_directives,
-    begin_phase,
-    freeze,
-)
+from .registry import CleanupRegistry, Directive, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
 
 _UNSET: Any = object()
-_DEFAULT_TIMEOUT = 5.0
-_DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-_DEFAULT_THREAD_LIMIT = 8
+_DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8}
 _START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
+# Besides a final http.response.body, what can end a response, and the key that says more
+# follows (None: always the last).
+_ENDS = {
+    "http.response.trailers": "more_trailers",
+    "http.response.pathsend": None,
+    "http.response.zerocopysend": "more_body",
+    "websocket.http.response.body": "more_body",
+    "websocket.close": None,
+}
 
 
 class CleanupMiddleware:
@@ -79,23 +79,18 @@ class CleanupMiddleware:
             options = loaded.options
             self._directives_for = loaded.directives_for
 
-        def option(name: str, value: Any, default: Any) -> Any:
+        def option(name: str, value: Any) -> Any:
             # An explicit keyword, even None, wins over the settings; those over the default.
-            return value if value is not _UNSET else options.get(name, default)
+            return value if value is not _UNSET else options.get(name, _DEFAULTS.get(name))
 
-        self.timeout = validate_timeout("timeout", option("timeout", timeout, _DEFAULT_TIMEOUT))
+        self.timeout = validate_timeout("timeout", option("timeout", timeout))
         self.shutdown_timeout = validate_timeout(
-            "shutdown_timeout",
-            option("shutdown_timeout", shutdown_timeout, _DEFAULT_SHUTDOWN_TIMEOUT),
+            "shutdown_timeout", option("shutdown_timeout", shutdown_timeout)
         )
-        self.thread_limit = validate_thread_limit(
-            option("thread_limit", thread_limit, _DEFAULT_THREAD_LIMIT)
-        )
-        self.on_error: ErrorHook | None = validate_hook(
-            "on_error", option("on_error", on_error, None)
-        )
+        self.thread_limit = validate_thread_limit(option("thread_limit", thread_limit))
+        self.on_error: ErrorHook | None = validate_hook("on_error", option("on_error", on_error))
         self.on_complete: CompleteHook | None = validate_hook(
-            "on_complete", option("on_complete", on_complete, None)
+            "on_complete", option("on_complete", on_complete)
         )
         self._tracker = PhaseTracker(WorkerPool(self.thread_limit))
         self._config = PhaseConfig(
@@ -165,8 +160,9 @@ class CleanupMiddleware:
     ) -> CleanupPhase | None:
         """The app call is over: the request's cleanup phase, or ``None`` if it has none."""
         responder.finish()
-        entries = freeze(registry)
-        directives = _with_nested(directives, registry)
+        entries, nested = freeze(registry)
+        if nested:
+            directives = _with_nested(directives, nested)
         if not entries and not directives:
             return None
         error = exc if isinstance(exc, Exception) else None
@@ -259,17 +255,12 @@ class _Responder:
         if message is not None:
             kind = message["type"]
             if kind == "http.response.body":  # the common case first
-                if message.get("more_body"):
-                    return False
-                return self.first is None or not self.first.get("trailers")
-            if (
-                kind == "websocket.close"
-                or kind == "http.response.pathsend"
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
-                or (kind == "websocket.http.response.body" and not message.get("more_body"))
-                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-            ):
-                return True
+                trailers = self.first is not None and self.first.get("trailers")
+                return not message.get("more_body") and not trailers
+            if kind in _ENDS:
+                more = _ENDS[kind]
+                if more is None or not message.get(more):
+                    return True
         return self.closed_by_client
 
     def outcome(
@@ -291,11 +282,8 @@ async def _receive_after_return() -> Message:
     raise RuntimeError("ASGI receive() called after the app call returned")
 
 
-def _with_nested(own: tuple[Directive, ...], registry: CleanupRegistry) -> tuple[Directive, ...]:
+def _with_nested(own: tuple[Directive, ...], nested: list[Directive]) -> tuple[Directive, ...]:
     """The outer middleware's directives, then those nested middlewares added, each once."""
-    nested = added_directives(registry)
-    if not nested:
-        return own
     merged: dict[object, Directive] = {}
     for directive in (*own, *nested):
         merged.setdefault(handler_key(directive), directive)

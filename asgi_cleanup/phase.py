@@ -26,7 +26,7 @@ from ._threads import SyncJob
 from ._tracker import PhaseTracker
 from ._waiter import Waiter
 from .outcome import CleanupReport, Outcome
-from .registry import CleanupRegistry, Directive, Entry, end_phase, hold_outcome
+from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -104,7 +104,7 @@ class CleanupPhase:
                 raise
         finally:
             tracker.finished(self)
-            end_phase(self._registry)
+            let_go(self._registry)
         if not detached:
             if self._fatal is not None:
                 raise self._fatal
