@@ -1,7 +1,6 @@
 import logging
 import os
 from collections.abc import Mapping
-from contextvars import copy_context
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -11,11 +10,9 @@ import anyio
 from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
-from ._threads import WorkerPool
-from ._tracker import PhaseTracker
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
-from .outcome import Outcome
-from .phase import CleanupPhase, CompleteHook, ErrorHook, PhaseConfig
+from .outcome import CompleteHook, ErrorHook, Outcome
+from .phase import CleanupPhase, Phases
 from .registry import CleanupRegistry, Directive, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
@@ -23,6 +20,10 @@ logger = logging.getLogger("asgi_cleanup")
 
 _UNSET: Any = object()
 _DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8}
+_SHUTDOWN_WARNING = (
+    "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left running"
+    " past their timeout and %d sync cleanup(s) still in worker threads after %gs"
+)
 _START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
 # Besides a final http.response.body, what can end a response, and the key that says more
 # follows (None: always the last).
@@ -92,9 +93,8 @@ class CleanupMiddleware:
         self.on_complete: CompleteHook | None = validate_hook(
             "on_complete", option("on_complete", on_complete)
         )
-        self._tracker = PhaseTracker(WorkerPool(self.thread_limit))
-        self._config = PhaseConfig(
-            self.timeout, self.shutdown_timeout, self._tracker, self.on_error, self.on_complete
+        self._phases = Phases(
+            self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, self.on_complete
         )
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
@@ -136,7 +136,7 @@ class CleanupMiddleware:
                 await phase.run()  # to its end; then the cancellation goes on
             else:
                 # The server sees the exception at once; the cleanups follow.
-                self._tracker.spawn(phase, phase.run(detached=True), copy_context())
+                self._phases.spawn(phase)
             raise
         phase = self._phase(scope, registry, responder, directives, started, None)
         if phase is None:
@@ -147,7 +147,7 @@ class CleanupMiddleware:
             # Returning at once lets the server finish or abort the response as it would
             # without us. So too when the client closed a websocket: granian answers the
             # close only when the app call returns.
-            self._tracker.spawn(phase, phase.run(detached=True), copy_context())
+            self._phases.spawn(phase)
 
     def _phase(
         self,
@@ -167,7 +167,7 @@ class CleanupMiddleware:
             return None
         error = exc if isinstance(exc, Exception) else None
         begin_phase(registry, responder.outcome(scope, error, perf_counter() - started), exc)
-        return CleanupPhase(self._config, registry, entries, directives)
+        return CleanupPhase(self._phases, registry, entries, directives)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
@@ -179,27 +179,18 @@ class CleanupMiddleware:
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
         ``shutdown_timeout``.
         """
-        await self._tracker.drain()
+        await self._phases.drain()
 
     async def _drain_for_shutdown(self) -> None:
         # drain() within shutdown_timeout; past it, nothing of ours holds the server any more
         # (a sync cleanup left in its daemon thread is cut off when the process exits).
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
-        tracker = self._tracker
-        phases, abandoned = len(tracker.phases), len(tracker.left_behind)
-        threads = tracker.pool.left_behind
-        if phases or abandoned or threads:
-            tracker.release()
-            logger.warning(
-                "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left"
-                " running past their timeout and %d sync cleanup(s) still in worker threads"
-                " after %gs",
-                phases,
-                abandoned,
-                threads,
-                self.shutdown_timeout,
-            )
+        phases = self._phases
+        counts = len(phases.running), len(phases.left_behind), phases.pool.left_behind
+        if any(counts):
+            phases.release()
+            logger.warning(_SHUTDOWN_WARNING, *counts, self.shutdown_timeout)
 
 
 class _Responder:

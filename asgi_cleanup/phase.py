@@ -1,10 +1,8 @@
-"""One request's cleanup phase, the same on asyncio and trio.
+"""A request's cleanup phase, and a middleware's phases: settings, and what ``drain()`` waits for.
 
-Dynamic cleanups run last registered first, then the directive cleanups, each once. An async
-cleanup runs in a task of its own (on Python 3.12+ started eagerly: one that finishes in its
-first step costs no scheduling), so that it can be abandoned at its timeout and sees a task no
-other request shares. Consecutive sync cleanups share one hop to a worker thread. The request's
-task waits through ``Waiter``, which holds back a cancellation until the phase ends.
+Dynamic cleanups run last registered first, then directive cleanups, each once: an async one
+in a task of its own (eager on 3.12+), so it can be abandoned at its timeout and shares its task
+with no other request; consecutive sync ones in one hop to a worker thread.
 """
 
 import contextvars
@@ -13,46 +11,90 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
 import anyio
 
 from . import _log
-from ._backend import CleanupTask, setter_from_thread, start_task, task_error, unshield
+from ._backend import CleanupTask, Waiter, setter_from_thread, start_task, task_error, unshield
 from ._describe import describe_request, is_async_callable
-from ._threads import SyncJob
-from ._tracker import PhaseTracker
-from ._waiter import Waiter
-from .outcome import CleanupReport, Outcome
+from ._threads import SyncJob, WorkerPool
+from .outcome import CleanupReport, CompleteHook, ErrorHook, Outcome
 from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
 
 logger = logging.getLogger("asgi_cleanup")
 
-ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
-CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]
-
 ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
 
 
-@dataclass(frozen=True)
-class PhaseConfig:
-    """A middleware's settings for its cleanup phases."""
+class Phases:
+    """A middleware's phase settings, its phases, and the cleanups they left behind."""
 
-    timeout: float | None
-    shutdown_timeout: float | None
-    tracker: PhaseTracker
-    on_error: ErrorHook | None
-    on_complete: CompleteHook | None
+    def __init__(
+        self,
+        timeout: float | None,
+        shutdown_timeout: float | None,
+        thread_limit: int,
+        on_error: ErrorHook | None,
+        on_complete: CompleteHook | None,
+    ) -> None:
+        self.timeout, self.shutdown_timeout = timeout, shutdown_timeout
+        self.on_error, self.on_complete = on_error, on_complete
+        self.pool = WorkerPool(thread_limit)
+        self.running: set[CleanupPhase] = set()
+        self.left_behind: set[CleanupTask] = set()
+        self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references
+        self._idle: anyio.Event | None = None
+        self.released = False  # the shutdown's bound has passed
+
+    def spawn(self, phase: "CleanupPhase") -> None:
+        self.running.add(phase)
+        task = start_task(phase.run(detached=True), contextvars.copy_context(), eager=False)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    def leave_behind(self, task: CleanupTask, let_go: Callable[[], None]) -> None:
+        """Track a cleanup its phase stopped waiting for until it ends; then ``let_go()``."""
+        self.left_behind.add(task)
+
+        def ended(_: object) -> None:
+            task_error(task)  # retrieved: what it did past its timeout was reported as that
+            self.left_behind.discard(task)
+            let_go()
+            self._check_idle()
+
+        task.add_done_callback(ended)
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self.running and not self.left_behind:
+            self._idle.set()
+            self._idle = None
+
+    async def drain(self) -> None:
+        """Wait until no phase runs or is pending and no cleanup left behind still runs."""
+        while True:
+            while self.running or self.left_behind:
+                if self._idle is None:
+                    self._idle = anyio.Event()
+                await self._idle.wait()
+            # Phases left sync cleanups behind before they finished: those come after them.
+            await self.pool.wait_left_behind()
+            if not self.running and not self.left_behind:
+                return
+
+    def release(self) -> None:
+        """The shutdown's bound has passed: hold back no cancellation, shield nothing."""
+        self.released = True
+        for phase in list(self.running):
+            phase.release()
+        for task in (*self.left_behind, *self._detached):
+            unshield(task)
 
 
-class _TimedOut(NamedTuple):
-    """What a cleanup past its timeout gives: ``where`` it was then, if known, and whether it
-    was still ``waiting`` for a worker thread."""
-
-    where: types.TracebackType | None
-    waiting: bool = False
+class _TimedOut(NamedTuple):  # what a cleanup past its timeout gives
+    where: types.TracebackType | None  # where it was then, if known
+    waiting: bool = False  # still waiting for a worker thread
 
 
 class CleanupPhase:
@@ -61,12 +103,12 @@ class CleanupPhase:
 
     def __init__(
         self,
-        config: PhaseConfig,
+        phases: Phases,
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
     ) -> None:
-        self._config = config
+        self._phases = phases
         self._registry = registry
         self._entries = entries if entries is not None else []
         self._later: list[Entry] = []
@@ -74,7 +116,7 @@ class CleanupPhase:
             # Directive cleanups run in the context as it was when the app finished.
             outcome, context = self._outcome, contextvars.copy_context()
             self._later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
-        observing = config.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
+        observing = phases.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
         self._reports: list[CleanupReport] | None = [] if observing else None
         self._waiter: Waiter | None = None  # made when the phase first has to wait
         self._current: CleanupTask | None = None
@@ -92,18 +134,18 @@ class CleanupPhase:
 
     async def run(self, detached: bool = False) -> None:
         """Run the phase, then deliver what it held back: the first ``BaseException`` a
-        cleanup raised, else a cancellation of the task. ``detached``: the phase runs in a task
-        of its own (``PhaseTracker.spawn``), with nobody to deliver to, so it logs them."""
+        cleanup raised, else a cancellation of the task. ``detached`` (``Phases.spawn``): in a
+        task of its own, with nobody to deliver to, so it logs them."""
         self._detached = detached
-        tracker = self._config.tracker
-        tracker.started(self)
+        self._phases.running.add(self)
         try:
             await self._run()
         except BaseException:
             if not detached:  # else the shutdown's bound passed: cut short, as it should be
                 raise
         finally:
-            tracker.finished(self)
+            self._phases.running.discard(self)
+            self._phases._check_idle()
             let_go(self._registry)
         if not detached:
             if self._fatal is not None:
@@ -141,7 +183,7 @@ class CleanupPhase:
                     result = task_error(task) if task.done() else await self._finish(task, began)
                 if result is not None or self._reports is not None:
                     await self._record(func, began, result)
-        hook = self._config.on_complete
+        hook = self._phases.on_complete
         if self._reports is not None:
             _log.log_phase(self._reports, self._request())
             if hook is not None:
@@ -149,8 +191,7 @@ class CleanupPhase:
 
     async def _wait(self, event: anyio.Event, deadline: float | None) -> bool:
         if self._waiter is None:
-            config = self._config
-            self._waiter = Waiter(config.shutdown_timeout, config.tracker.released)
+            self._waiter = Waiter(self._phases.shutdown_timeout, self._phases.released)
         return await self._waiter.wait(event, deadline)
 
     async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
@@ -164,7 +205,7 @@ class CleanupPhase:
         try:
             done = anyio.Event()
             task.add_done_callback(lambda _: done.set())
-            timeout = self._config.timeout
+            timeout = self._phases.timeout
             if timeout is None:
                 await self._wait(done, None)
                 return task_error(task)
@@ -179,7 +220,7 @@ class CleanupPhase:
                 task_error(task)  # what it raised once cancelled is its timeout's doing
             else:
                 # It does not stop when cancelled: it goes on, and drain() waits for it.
-                self._config.tracker.leave_behind(task, hold_outcome(self._registry))
+                self._phases.leave_behind(task, hold_outcome(self._registry))
             return _TimedOut(where)
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
@@ -188,10 +229,8 @@ class CleanupPhase:
             self._current = None
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
-        """Run the sync cleanups at the end of ``pending`` (then of ``then``) in one worker
-        thread, within the timeout of each."""
-        timeout, pool = self._config.timeout, self._config.tracker.pool
-        done = anyio.Event()
+        """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
+        timeout, pool, done = self._phases.timeout, self._phases.pool, anyio.Event()
         request, record = self._request(), self._reports is not None
         job = SyncJob(pending, then, request, record, setter_from_thread(done))
         pool.submit(job.run)
@@ -219,23 +258,18 @@ class CleanupPhase:
         ``_TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
         timed_out = type(result) is _TimedOut
         if timed_out:
-            timeout, waiting = self._config.timeout, result.waiting
+            message = _log.WAITED_OUT if result.waiting else _log.TIMED_OUT
+            timeout = self._phases.timeout
             result = _log.timeout_error("cleanup", timeout, result.where)
-            _log.log_error(
-                _log.WAITED_OUT if waiting else _log.TIMED_OUT,
-                func,
-                result,
-                timeout,
-                self._request(),
-            )
+            _log.log_error(message, func, result, timeout, self._request())
         elif result is not None:
             # Its own cancellation (it cancelled its task, or raised the class) is a failure.
             if not isinstance(result, (Exception, anyio.get_cancelled_exc_class())):
                 self._fail_fatally(func, result)
                 return
             _log.log_error(_log.FAILED, func, result, "", self._request())
-        if result is not None and self._config.on_error is not None:
-            await self._call_hook("on_error", self._config.on_error, func, result, self._outcome)
+        if result is not None and self._phases.on_error is not None:
+            await self._call_hook("on_error", self._phases.on_error, func, result, self._outcome)
         if self._reports is not None:
             seconds = time.monotonic() - began
             self._reports.append(CleanupReport(func, seconds, result, timed_out))
@@ -249,8 +283,7 @@ class CleanupPhase:
             self._fatal = exc
 
     async def _call_hook(self, role: str, hook: Callable[..., Any], *args: Any) -> None:
-        """Call a sync or async hook on the event loop, within the timeout; log what it
-        raises."""
+        """Call a sync or async hook on the loop, within the timeout; log what it raises."""
         began = time.monotonic()
         try:
             result = hook(*args)
@@ -261,6 +294,6 @@ class CleanupPhase:
                 return
             error = await self._await(result, contextvars.copy_context(), began)
         if type(error) is _TimedOut:
-            error = _log.timeout_error("hook", self._config.timeout, error.where)
+            error = _log.timeout_error("hook", self._phases.timeout, error.where)
         if error is not None:
             _log.log_error(f"{role} hook %s failed for %s", hook, error, self._request())
