@@ -124,12 +124,11 @@ class CleanupMiddleware:
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives = () if self._directives_for is None else self._directives_for(scope)
         responder = _Responder(send, receive)
-        started = perf_counter()
         try:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
             # No local may hold the exception: its traceback holds this frame, a cycle.
-            phase = self._phase(scope, registry, responder, directives, started, exc)
+            phase = responder.end(self._phases, scope, registry, directives, exc)
             if phase is None:
                 raise
             if _is_cancellation(exc):
@@ -138,7 +137,7 @@ class CleanupMiddleware:
                 # The server sees the exception at once; the cleanups follow.
                 self._phases.spawn(phase)
             raise
-        phase = self._phase(scope, registry, responder, directives, started, None)
+        phase = responder.end(self._phases, scope, registry, directives, None)
         if phase is None:
             return
         if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
@@ -148,26 +147,6 @@ class CleanupMiddleware:
             # without us. So too when the client closed a websocket: granian answers the
             # close only when the app call returns.
             self._phases.spawn(phase)
-
-    def _phase(
-        self,
-        scope: Scope,
-        registry: CleanupRegistry,
-        responder: "_Responder",
-        directives: tuple[Directive, ...],
-        started: float,
-        exc: BaseException | None,
-    ) -> CleanupPhase | None:
-        """The app call is over: the request's cleanup phase, or ``None`` if it has none."""
-        responder.finish()
-        entries, nested = freeze(registry)
-        if nested:
-            directives = _with_nested(directives, nested)
-        if not entries and not directives:
-            return None
-        error = exc if isinstance(exc, Exception) else None
-        begin_phase(registry, responder.outcome(scope, error, perf_counter() - started), exc)
-        return CleanupPhase(self._phases, registry, entries, directives)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
@@ -194,9 +173,10 @@ class CleanupMiddleware:
 
 
 class _Responder:
-    """Passes one request's messages on, watching how the response goes."""
+    """One request's own state: passes its messages on, watching how the response goes, and
+    makes its cleanup phase when the app call is over."""
 
-    __slots__ = ("_receive", "_send", "closed_by_client", "disconnected", "first", "last")
+    __slots__ = ("_began", "_receive", "_send", "closed_by_client", "disconnected", "first", "last")
 
     def __init__(self, send: Send, receive: Receive) -> None:
         self._send = send
@@ -207,6 +187,7 @@ class _Responder:
         self.last: Message | None = None
         self.disconnected = False
         self.closed_by_client = False  # the client closed the websocket
+        self._began = perf_counter()
 
     async def send(self, message: Message) -> None:
         if self.first is None and message["type"] != "http.response.debug":
@@ -235,10 +216,31 @@ class _Responder:
             self.disconnected = self.closed_by_client = True
         return message
 
-    def finish(self) -> None:
-        """The app call is over: let go of the server's send and receive."""
-        self._send = _send_after_return
-        self._receive = _receive_after_return
+    def end(
+        self,
+        phases: Phases,
+        scope: Scope,
+        registry: CleanupRegistry,
+        directives: tuple[Directive, ...],
+        exc: BaseException | None,
+    ) -> CleanupPhase | None:
+        """The app call is over (``exc``: what it raised): let go of the server's send and
+        receive, and return the request's cleanup phase, or ``None`` if it has no cleanups."""
+        self._send, self._receive = _send_after_return, _receive_after_return
+        entries, nested = freeze(registry)
+        if nested:
+            directives = _with_nested(directives, nested)
+        if not entries and not directives:
+            return None
+        duration = perf_counter() - self._began
+        start = self.first
+        status = start["status"] if start is not None and start["type"] in _START_TYPES else None
+        error = exc if isinstance(exc, Exception) else None
+        complete, disconnected = self.complete(), self.disconnected
+        begin_phase(
+            registry, partial(Outcome, scope, status, error, complete, disconnected, duration), exc
+        )
+        return CleanupPhase(phases, registry, entries, directives)
 
     def complete(self) -> bool:
         """Whether the response's last message went out (websocket: the close, either way)."""
@@ -253,16 +255,6 @@ class _Responder:
                 if more is None or not message.get(more):
                     return True
         return self.closed_by_client
-
-    def outcome(
-        self, scope: Scope, exception: Exception | None, duration: float
-    ) -> partial[Outcome]:
-        """What builds the request's ``Outcome`` when first asked for."""
-        start = self.first
-        status = start["status"] if start is not None and start["type"] in _START_TYPES else None
-        return partial(
-            Outcome, scope, status, exception, self.complete(), self.disconnected, duration
-        )
 
 
 async def _send_after_return(message: Message) -> None:
