@@ -1,8 +1,7 @@
-"""What differs between asyncio and trio, and the waiting that must hold across both: a task
-of its own for a cleanup or a detached phase, setting an event from a worker thread, and
-``Waiter``, which holds back a cancellation of the request's task until its phase ends.
-Public APIs only: asyncio's eager start (Python 3.12+) and ``Task.cancel()``; trio's
-``spawn_system_task`` and cancel scopes; anyio.
+"""What differs between asyncio and trio: a task of its own for a cleanup or a detached phase,
+setting an event from a worker thread, and ``Waiter``, which holds back a cancellation of the
+request's task until its phase ends. Public APIs only: asyncio's eager start (3.12+) and
+``Task.cancel()``, trio's ``spawn_system_task`` and cancel scopes, anyio.
 """
 
 import asyncio
@@ -11,58 +10,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
 _EAGER = sys.version_info >= (3, 12)
-
-
-class CleanupTask(Protocol):
-    """What the phase needs of a task: ``asyncio.Task`` has it, and so has ``_TrioTask``."""
-
-    def done(self) -> bool: ...
-    def cancel(self) -> Any: ...
-    def get_coro(self) -> Any: ...
-    def add_done_callback(self, callback: Callable[[Any], object], /) -> None: ...
-
-
-def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
-    """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
-    With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done
-    on return."""
-    coro = _guarded(awaitable)
-    try:
-        loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
-    except RuntimeError:
-        return _TrioTask(coro, context)
-    if eager and _EAGER:
-        # eager_start is new in 3.12; mypy checks against 3.11.
-        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
-    return loop.create_task(coro, context=context)
-
-
-def task_error(task: CleanupTask) -> BaseException | None:
-    """What a finished task raised (its own cancellation included), or ``None``."""
-    if type(task) is _TrioTask:
-        return task.error
-    assert isinstance(task, asyncio.Task)
-    if task.cancelled():
-        try:
-            task.result()
-        except asyncio.CancelledError as exc:
-            return exc
-    return task.exception() or task.result()
-
-
-async def _guarded(awaitable: Awaitable[Any]) -> BaseException | None:
-    # Returned, not raised: asyncio would raise these out of the event loop.
-    try:
-        await awaitable
-    except (KeyboardInterrupt, SystemExit) as exc:
-        return exc
-    return None
 
 
 class _TrioTask:
@@ -101,6 +54,43 @@ class _TrioTask:
 
     def add_done_callback(self, callback: Callable[[Any], object], /) -> None:
         self._callbacks.append(callback)
+
+
+CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
+
+
+def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
+    """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
+    With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done
+    on return."""
+    coro = _guarded(awaitable)
+    try:
+        loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
+    except RuntimeError:
+        return _TrioTask(coro, context)
+    if eager and _EAGER:
+        # eager_start is new in 3.12; mypy checks against 3.11.
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(coro, context=context)
+
+
+def task_error(task: CleanupTask) -> BaseException | None:
+    """What a finished task raised (its own cancellation included), or ``None``."""
+    if isinstance(task, _TrioTask):
+        return task.error
+    try:
+        return task.exception() or task.result()
+    except asyncio.CancelledError as exc:  # it was cancelled
+        return exc
+
+
+async def _guarded(awaitable: Awaitable[Any]) -> BaseException | None:
+    # Returned, not raised: asyncio would raise these out of the event loop.
+    try:
+        await awaitable
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return exc
+    return None
 
 
 def unshield(task: CleanupTask) -> None:

@@ -1,10 +1,7 @@
-"""Sync cleanups in the middleware's own worker threads: the pool, and one run of consecutive
-sync cleanups in one thread (``SyncJob``).
-
-Daemon threads, so a cleanup that never returns cannot keep the process from exiting (anyio's
-are not daemons). At most ``limit`` exist, which bounds how many sync cleanups run at once: one
-abandoned at its timeout keeps its thread, and so its place, until it returns. Jobs their phase
-stopped waiting for are counted until they end, for ``drain()`` and the lifespan shutdown.
+"""Sync cleanups in the middleware's own daemon threads (anyio's are not daemons, and would
+keep the process from exiting): the pool, and a run of consecutive sync cleanups in one thread.
+A cleanup abandoned at its timeout keeps its thread, and so its place in ``limit``, until it
+returns; jobs their phase stopped waiting for are counted for ``drain()`` until they end.
 """
 
 import contextlib
@@ -32,9 +29,8 @@ Result = tuple[Callable[..., Any], float, BaseException | None]  # cleanup, seco
 class WorkerPool:
     """Runs jobs on at most ``limit`` daemon threads, queueing jobs while all are busy."""
 
-    def __init__(self, limit: int, name: str = "asgi-cleanup worker") -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._name = name
         self._lock = threading.Lock()
         self._reset()
 
@@ -53,7 +49,7 @@ class WorkerPool:
                 self._idle -= 1
             elif self._threads < self._limit:
                 self._threads += 1
-                threading.Thread(target=self._work, name=self._name, daemon=True).start()
+                threading.Thread(target=self._work, name="asgi-cleanup worker", daemon=True).start()
             else:
                 self._queued += 1  # waits for a busy thread
             jobs = self._jobs
@@ -108,15 +104,13 @@ class WorkerPool:
 
 
 class SyncJob:
-    """Runs the sync cleanups at the end of ``pending``, then of ``then``, in one worker thread:
-    consecutive sync cleanups share one hop across the dynamic and directive lists.
+    """Runs the sync cleanups at the end of ``pending``, then of ``then``, in one worker thread.
 
-    The thread pops each entry just before running it, so each runs once, here or later on the
-    event loop, and collects failures (successes too with ``record_successes``) for the loop to
-    report. A cleanup returning an awaitable ends the job: the loop awaits it. Once the loop
-    abandons the job (``abandon()``), the thread starts nothing more and logs what the running
-    cleanup does later itself; if no thread had started the job, the cleanup given up is
-    ``late``: the thread runs it alone when it gets there.
+    The thread pops each entry just before running it, so each runs once, and collects failures
+    (successes too with ``record_successes``) for the event loop to report. A cleanup returning
+    an awaitable ends the job: the loop awaits it. Once abandoned (``abandon()``), the thread
+    starts nothing more and logs what the running cleanup does later; if no thread had started
+    the job, the cleanup given up is ``late``: the thread runs it alone when it gets there.
     """
 
     def __init__(

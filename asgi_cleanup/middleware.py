@@ -73,12 +73,9 @@ class CleanupMiddleware:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
         self.app: AnyASGIApp = app
-        options: Mapping[str, Any] = {}
-        self._directives_for = None
-        if settings is not None:
-            loaded = load_settings(settings)
-            options = loaded.options
-            self._directives_for = loaded.directives_for
+        loaded = None if settings is None else load_settings(settings)
+        options: Mapping[str, Any] = {} if loaded is None else loaded.options
+        self._directives_for = None if loaded is None else loaded.directives_for
 
         def option(name: str, value: Any) -> Any:
             # An explicit keyword, even None, wins over the settings; those over the default.
