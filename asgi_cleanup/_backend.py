@@ -1,15 +1,17 @@
 """What differs between asyncio and trio: a task of its own for a cleanup or a detached phase,
-setting an event from a worker thread, and ``Waiter``, which holds back a cancellation of the
-request's task until its phase ends. Public APIs only: asyncio's eager start (3.12+) and
-``Task.cancel()``, trio's ``spawn_system_task`` and cancel scopes, anyio.
+the one-shot signals a phase waits on, calls from a worker thread, and ``Waiter``, which holds
+back a cancellation of the request's task until its phase ends. Public APIs only: asyncio's
+eager start (3.12+) and ``Task.cancel()``, trio's ``spawn_system_task`` and cancel scopes.
 """
 
 import asyncio
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
+from functools import partial
 from typing import Any
 
 import anyio
@@ -28,7 +30,7 @@ class _TrioTask:
         self._coro = coro
         self._scope = trio.CancelScope(shield=True)
         self._callbacks: list[Callable[[Any], object]] = []
-        self._finished = False
+        self.finished = trio.Event()
         self.error: BaseException | None = None
         trio.lowlevel.spawn_system_task(self._run, context=context)
 
@@ -38,13 +40,13 @@ class _TrioTask:
                 self.error = await self._coro
         except BaseException as exc:  # never out of a system task: trio would crash
             self.error = exc
-        self._finished = True
+        self.finished.set()
         for callback in self._callbacks:
             callback(self)
         self._callbacks.clear()
 
     def done(self) -> bool:
-        return self._finished
+        return self.finished.is_set()
 
     def cancel(self) -> None:
         self._scope.cancel()
@@ -99,9 +101,64 @@ def unshield(task: CleanupTask) -> None:
         task._scope.shield = False
 
 
-def setter_from_thread(event: anyio.Event) -> Callable[[], None]:
-    """A call that sets ``event`` soon from any thread, and does nothing once its event loop
-    is gone."""
+def new_signal() -> Any:
+    """A one-shot signal for the phase to wait on: an asyncio future, or a trio event."""
+    try:
+        return asyncio.get_running_loop().create_future()
+    except RuntimeError:
+        import trio
+
+        return trio.Event()
+
+
+def task_signal(task: CleanupTask) -> Any:
+    """The signal set when ``task`` has finished: an asyncio task is one itself."""
+    return task.finished if isinstance(task, _TrioTask) else task
+
+
+def set_signal(signal: Any) -> None:
+    if isinstance(signal, asyncio.Future):
+        if not signal.done():
+            signal.set_result(None)
+    else:
+        signal.set()
+
+
+def is_set(signal: Any) -> bool:
+    return signal.done() if isinstance(signal, asyncio.Future) else bool(signal.is_set())
+
+
+async def wait_signal(signal: Any, seconds: float | None) -> None:
+    """Wait until ``signal`` is set, at most ``seconds`` (``None``: no limit). A cancellation of
+    the waiting task ends the wait and leaves ``signal`` alone (awaiting an asyncio future or
+    task directly would cancel it)."""
+    if not isinstance(signal, asyncio.Future):
+        import trio
+
+        with trio.move_on_after(math.inf if seconds is None else seconds):
+            await signal.wait()
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    wake = partial(_wake, waiter)
+    signal.add_done_callback(wake)
+    timer = None if seconds is None else loop.call_later(seconds, wake)
+    try:
+        await waiter
+    finally:
+        signal.remove_done_callback(wake)
+        if timer is not None:
+            timer.cancel()
+
+
+def _wake(waiter: "asyncio.Future[None]", _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def call_from_thread(func: Callable[[], object]) -> Callable[[], None]:
+    """A call that runs ``func()`` soon on the current event loop, from any thread, and does
+    nothing once that loop is gone."""
     try:
         schedule: Callable[[Callable[[], object]], Any] = (
             asyncio.get_running_loop().call_soon_threadsafe
@@ -113,7 +170,7 @@ def setter_from_thread(event: anyio.Event) -> Callable[[], None]:
 
     def call() -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            schedule(event.set)
+            schedule(func)
 
     return call
 
@@ -131,11 +188,11 @@ class Waiter:
         self._released = released
         self._scope: anyio.CancelScope | None = None
 
-    async def wait(self, event: anyio.Event, deadline: float | None) -> bool:
-        """Wait until ``event`` is set (``True``) or ``deadline`` (``time.monotonic()``)
-        has passed (``False``)."""
+    async def wait(self, signal: Any, deadline: float | None) -> bool:
+        """Wait until ``signal`` (see ``new_signal``) is set (``True``) or ``deadline``
+        (``time.monotonic()``) has passed (``False``)."""
         cancelled = anyio.get_cancelled_exc_class()
-        while not event.is_set():
+        while not is_set(signal):
             now = time.monotonic()
             if self.held is not None and (
                 self._released or (self._held_until is not None and now >= self._held_until)
@@ -144,16 +201,21 @@ class Waiter:
             if deadline is not None and now >= deadline:
                 return False
             limits = [t for t in (deadline, self._held_until) if t is not None]
-            with anyio.CancelScope(shield=self.held is not None) as self._scope:
-                try:
-                    with anyio.move_on_after(min(limits) - now if limits else None):
-                        await event.wait()
-                except cancelled as exc:
-                    if self.held is None:
-                        self.held = exc
-                        if self._hold_limit is not None:
-                            self._held_until = time.monotonic() + self._hold_limit
-            self._scope = None
+            seconds = min(limits) - now if limits else None
+            try:
+                if self.held is None:
+                    await wait_signal(signal, seconds)
+                else:
+                    # An anyio scope's cancellation would otherwise come again at every await.
+                    with anyio.CancelScope(shield=True) as self._scope:
+                        await wait_signal(signal, seconds)
+            except cancelled as exc:
+                if self.held is None:
+                    self.held = exc
+                    if self._hold_limit is not None:
+                        self._held_until = time.monotonic() + self._hold_limit
+            finally:
+                self._scope = None
         return True
 
     async def deliver(self) -> None:

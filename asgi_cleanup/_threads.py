@@ -14,11 +14,12 @@ import time
 import types
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
 
-from ._backend import setter_from_thread
+from ._backend import call_from_thread, new_signal, set_signal
 from ._describe import is_async_callable
 from ._log import DROPPED, FAILED, FATAL, frames_traceback, log_error
 from .registry import Entry
@@ -91,7 +92,7 @@ class WorkerPool:
         running."""
         while True:
             done = anyio.Event()
-            wake = setter_from_thread(done)
+            wake = call_from_thread(done.set)
             with self._lock:
                 if self._pid != os.getpid() or not self._left_behind:
                     return
@@ -119,7 +120,6 @@ class SyncJob:
         then: list[Entry] | None,
         request: str,
         record_successes: bool,
-        notify: Callable[[], None],
     ) -> None:
         self.pending = pending
         self.then = then
@@ -131,7 +131,8 @@ class SyncJob:
         self.awaitable: Awaitable[Any] | None = None
         self.fatal: BaseException | None = None
         self.results: list[Result] = []
-        self._notify = [notify]  # called from the thread once the job has ended
+        self.ended = new_signal()  # set from the thread once the job has ended
+        self._notify = [call_from_thread(partial(set_signal, self.ended))]
         self._request = request
         self._record_successes = record_successes
 

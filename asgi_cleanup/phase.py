@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from . import _log
-from ._backend import CleanupTask, Waiter, setter_from_thread, start_task, task_error, unshield
+from ._backend import CleanupTask, Waiter, start_task, task_error, task_signal, unshield
 from ._describe import describe_request, is_async_callable
 from ._threads import SyncJob, WorkerPool
 from .outcome import CleanupReport, CompleteHook, ErrorHook, Outcome
@@ -189,10 +189,10 @@ class CleanupPhase:
             if hook is not None:
                 await self._call_hook("on_complete", hook, tuple(self._reports), self._outcome)
 
-    async def _wait(self, event: anyio.Event, deadline: float | None) -> bool:
+    async def _wait(self, signal: Any, deadline: float | None) -> bool:
         if self._waiter is None:
             self._waiter = Waiter(self._phases.shutdown_timeout, self._phases.released)
-        return await self._waiter.wait(event, deadline)
+        return await self._waiter.wait(signal, deadline)
 
     async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
         """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
@@ -203,8 +203,7 @@ class CleanupPhase:
     async def _finish(self, task: CleanupTask, began: float) -> Any:
         self._current = task
         try:
-            done = anyio.Event()
-            task.add_done_callback(lambda _: done.set())
+            done = task_signal(task)
             timeout = self._phases.timeout
             if timeout is None:
                 await self._wait(done, None)
@@ -230,12 +229,11 @@ class CleanupPhase:
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
-        timeout, pool, done = self._phases.timeout, self._phases.pool, anyio.Event()
-        request, record = self._request(), self._reports is not None
-        job = SyncJob(pending, then, request, record, setter_from_thread(done))
+        timeout, pool = self._phases.timeout, self._phases.pool
+        job = SyncJob(pending, then, self._request(), self._reports is not None)
         pool.submit(job.run)
         abandoned = None
-        while not await self._wait(done, job.deadline(timeout)):
+        while not await self._wait(job.ended, job.deadline(timeout)):
             assert timeout is not None, "no deadline without a timeout"
             abandoned = job.abandon(timeout, pool, partial(hold_outcome, self._registry))
             if abandoned is not None:

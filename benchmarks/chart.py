@@ -1,6 +1,6 @@
 """The chart of a benchmark run: every target ratio against its bar, as a PNG (matplotlib).
 
-Left, the in-process ratios of time per request (lower is better), one bar per backend; right,
+Above, the in-process ratios of time per request (lower is better), one bar per backend; below,
 the served ratios of requests per second (higher is better), one bar per server. Each bar runs
 from 1 (parity with the anchor) to the median of the rounds, on a log scale; its whisker is the
 spread over the rounds, and a red tick the bar the ratio has to meet.
@@ -47,7 +47,7 @@ def draw_panel(axes: Any, title: str, groups: dict[str, list[Ratio]]) -> None:
                 xytext=(6, 0),
                 textcoords="offset points",
                 va="center",
-                fontsize=7,
+                fontsize=11,
             )
         axes.scatter([r.bar for r in measured], positions, marker="|", s=250, color="red", zorder=3)
     axes.set_xscale("log")  # a ratio and its inverse are as far from 1
@@ -59,28 +59,37 @@ def draw_panel(axes: Any, title: str, groups: dict[str, list[Ratio]]) -> None:
     axes.xaxis.set_minor_locator(NullLocator())
     axes.set_xticklabels([f"{t:g}" for t in ticks])
     axes.set_xlim(min(low, 1) / 1.15, high * 1.35)
-    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.set_yticks(range(len(labels)), labels, fontsize=11)
+    axes.tick_params(axis="x", labelsize=11)
     axes.invert_yaxis()
     axes.axvline(1.0, color="grey", linewidth=0.8)
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="best")
+    axes.set_title(title, fontsize=13)
+    axes.legend(fontsize=11, loc="best")
 
 
 def write(path: Path, panels: Panels) -> None:
-    """Draw the non-empty panels side by side and save them to ``path``."""
+    """Draw the non-empty panels one above the other, so that the page's width shows their
+    labels at a readable size, and save them to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     shown = {title: groups for title, groups in panels.items() if groups}
-    figure, axes = plt.subplots(1, len(shown), figsize=(7 * len(shown), 5), squeeze=False)
-    for ax, (title, groups) in zip(axes[0], shown.items(), strict=True):
+    rows = sum(len(next(iter(groups.values()))) for groups in shown.values())
+    figure, axes = plt.subplots(
+        len(shown),
+        1,
+        figsize=(10, 1.6 + 0.75 * rows),
+        squeeze=False,
+        height_ratios=[len(next(iter(groups.values()))) for groups in shown.values()],
+    )
+    for ax, (title, groups) in zip(axes[:, 0], shown.items(), strict=True):
         draw_panel(ax, title, groups)
     figure.suptitle(
-        "asgi-cleanup: median ratio of interleaved rounds (whiskers: spread; red |: the bar)"
+        "Median ratio of interleaved rounds (whiskers: spread; red |: the bar)", fontsize=13
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -18,7 +18,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-# --- real servers (tests/servers.py, tests/test_real_servers.py) --------------------------------
+# --- real servers (tests/servers.py, tests/real_servers/) --------------------------------
 
 _SERVERS = pytest.StashKey[list[ServerProcess]]()
 _MARKS = pytest.StashKey[Path]()

@@ -13,7 +13,7 @@ import pytest
 import asgi_cleanup
 from asgi_cleanup.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP_DIR = Path(__file__).parent / "settings_app"
 
 SETTINGS = """\

@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.real_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo.py"
 
 

@@ -24,7 +24,7 @@ from browser import Browser, chromium
 
 pytestmark = pytest.mark.real_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = chromium()
 
 

@@ -144,7 +144,7 @@ def test_check_exits_1_when_a_handler_module_calls_sys_exit_in_a_subprocess(
 
     module = module_raising_at_import(tmp_path, "import sys\nsys.exit(0)\n")
     (tmp_path / "cleanup.toml").write_text(f'handlers = ["{module}"]\n', encoding="utf-8")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, "-m", "asgi_cleanup", "check", "cleanup.toml"],
         cwd=tmp_path,

@@ -1,4 +1,4 @@
-"""Review: one thread hop per run of consecutive sync cleanups (SPEC 2.5, 5)."""
+"""One thread hop per run of consecutive sync cleanups (SPEC 2.5, 5)."""
 
 from __future__ import annotations
 

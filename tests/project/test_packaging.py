@@ -4,7 +4,7 @@ import venv
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_ships_py_typed_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Review: the per-cleanup timeout (SPEC 2.6) against cleanups that resist cancellation."""
+"""the per-cleanup timeout (SPEC 2.6) against cleanups that resist cancellation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: the asyncio phase's worker tasks (first step run as an idle worker, then handed over)."""
+"""The asyncio phase's worker tasks (first step run as an idle worker, then handed over)."""
 
 from __future__ import annotations
 

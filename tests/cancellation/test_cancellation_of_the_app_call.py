@@ -1,4 +1,4 @@
-"""Review: cancellation of the app call and of the request task (SPEC 2.2, 2.6)."""
+"""Cancellation of the app call and of the request task (SPEC 2.2, 2.6)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def _handler_modules_importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def error_for(tmp_path: Path, text: str | bytes, name: str = "cleanup.toml") -> tuple[str, str]:
     """Load ``text`` as a settings file; return ``(path, SettingsError message)``, the message
-    without line numbers (``path:12: `` read as ``path: ``): tests/test_settings_lines.py
+    without line numbers (``path:12: `` read as ``path: ``): tests/settings/test_settings_lines.py
     checks those."""
     path = tmp_path / name
     if isinstance(text, bytes):

@@ -1,4 +1,4 @@
-"""Review: the registry against threads racing the freeze, log record contents, Outcome
+"""The registry against threads racing the freeze, log record contents, Outcome
 edge cases, and event-loop reuse."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Review: which directive cleanups run, when the app mutates the scope it was given."""
+"""Which directive cleanups run, when the app mutates the scope it was given."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review: lifespan pass-through (SPEC 2.8)."""
+"""Lifespan pass-through (SPEC 2.8)."""
 
 from __future__ import annotations
 
