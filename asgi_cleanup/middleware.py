@@ -13,7 +13,7 @@ from ._options import validate_thread_limit, validate_timeout
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .outcome import CompleteHook, ErrorHook, Outcome
 from .phase import CleanupPhase, Phases
-from .registry import CleanupRegistry, Directive, add_directives, begin_phase, freeze
+from .registry import CleanupRegistry, Directive, Entry, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
@@ -125,18 +125,22 @@ class CleanupMiddleware:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
             # No local may hold the exception: its traceback holds this frame, a cycle.
-            phase = responder.end(self._phases, scope, registry, directives, exc)
-            if phase is None:
+            entries, nested = responder.finish(registry)
+            if not entries and not directives and not nested:
                 raise
+            directives = _with_nested(directives, nested)
+            phase = responder.phase(self._phases, scope, registry, entries, directives, exc)
             if _is_cancellation(exc):
                 await phase.run()  # to its end; then the cancellation goes on
             else:
                 # The server sees the exception at once; the cleanups follow.
                 self._phases.spawn(phase)
             raise
-        phase = responder.end(self._phases, scope, registry, directives, None)
-        if phase is None:
+        entries, nested = responder.finish(registry)
+        if not entries and not directives and not nested:
             return
+        directives = _with_nested(directives, nested)
+        phase = responder.phase(self._phases, scope, registry, entries, directives, None)
         if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
             await phase.run()
         else:
@@ -213,22 +217,24 @@ class _Responder:
             self.disconnected = self.closed_by_client = True
         return message
 
-    def end(
+    def finish(
+        self, registry: CleanupRegistry
+    ) -> tuple[list[Entry] | None, list[Directive] | None]:
+        """The app call is over: let go of the server's send and receive, and freeze
+        ``registry``: its entries, and the directives nested middlewares added."""
+        self._send, self._receive = _send_after_return, _receive_after_return
+        return freeze(registry)
+
+    def phase(
         self,
         phases: Phases,
         scope: Scope,
         registry: CleanupRegistry,
+        entries: list[Entry] | None,
         directives: tuple[Directive, ...],
         exc: BaseException | None,
-    ) -> CleanupPhase | None:
-        """The app call is over (``exc``: what it raised): let go of the server's send and
-        receive, and return the request's cleanup phase, or ``None`` if it has no cleanups."""
-        self._send, self._receive = _send_after_return, _receive_after_return
-        entries, nested = freeze(registry)
-        if nested:
-            directives = _with_nested(directives, nested)
-        if not entries and not directives:
-            return None
+    ) -> CleanupPhase:
+        """The request's cleanup phase; ``exc``: what the app call raised."""
         duration = perf_counter() - self._began
         start = self.first
         status = start["status"] if start is not None and start["type"] in _START_TYPES else None
@@ -262,8 +268,12 @@ async def _receive_after_return() -> Message:
     raise RuntimeError("ASGI receive() called after the app call returned")
 
 
-def _with_nested(own: tuple[Directive, ...], nested: list[Directive]) -> tuple[Directive, ...]:
+def _with_nested(
+    own: tuple[Directive, ...], nested: list[Directive] | None
+) -> tuple[Directive, ...]:
     """The outer middleware's directives, then those nested middlewares added, each once."""
+    if not nested:
+        return own
     merged: dict[object, Directive] = {}
     for directive in (*own, *nested):
         merged.setdefault(handler_key(directive), directive)
