@@ -1,71 +1,28 @@
-"""The only code that differs between asyncio and trio: a cleanup's own task, a detached
-phase's task, the one-shot signals a phase waits on, and waking the event loop from a thread.
-
-Everything else is written against anyio. Only public APIs: asyncio's eager task start
-(Python 3.12+) and ``Task.cancel()``; trio's ``spawn_system_task`` and cancel scopes.
+"""What differs between asyncio and trio: a task of its own for a cleanup or a detached phase,
+the one-shot signals a phase waits on, calls from a worker thread, and ``Waiter``, which holds
+back a cancellation of the request's task until its phase ends. Public APIs only: asyncio's
+eager start (3.12+) and ``Task.cancel()``, trio's ``spawn_system_task`` and cancel scopes.
 """
 
 import asyncio
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
+
+import anyio
+import anyio.lowlevel
 
 _EAGER = sys.version_info >= (3, 12)
 
 
-class CleanupTask(Protocol):
-    """What the phase needs of a task: ``asyncio.Task`` has it, and so has ``_TrioTask``."""
-
-    def done(self) -> bool: ...
-    def cancel(self) -> Any: ...
-    def get_coro(self) -> Any: ...
-    def add_done_callback(self, callback: Callable[[Any], object], /) -> None: ...
-
-
-def start_task(coro: Coroutine[Any, Any, Any], context: Context) -> CleanupTask:
-    """Run ``coro`` in a task of its own, in ``context`` (which nobody else may enter). On
-    asyncio 3.12+ its first step runs now: one that needs no more is done on return."""
-    try:
-        loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
-    except RuntimeError:
-        return _TrioTask(coro, context)
-    if _EAGER:
-        # eager_start is new in 3.12; mypy checks against 3.11.
-        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
-    return loop.create_task(coro, context=context)
-
-
-def task_error(task: CleanupTask) -> BaseException | None:
-    """What a finished task of ``guarded()`` raised (its own cancellation included) or
-    returned, or ``None``."""
-    if type(task) is _TrioTask:
-        return task.error
-    assert isinstance(task, asyncio.Task)
-    if task.cancelled():
-        try:
-            task.result()
-        except asyncio.CancelledError as exc:
-            return exc
-    return task.exception() or task.result()
-
-
-async def guarded(awaitable: Awaitable[Any]) -> BaseException | None:
-    """Await ``awaitable``; return a ``KeyboardInterrupt`` or ``SystemExit`` it raises, which
-    asyncio would otherwise raise out of the event loop, so the other cleanups still run."""
-    try:
-        await awaitable
-    except (KeyboardInterrupt, SystemExit) as exc:
-        return exc
-    return None
-
-
 class _TrioTask:
-    """A trio system task running one coroutine: no nursery outlives a request when there is
-    no lifespan. Shielded, so trio's end does not cut it; ``cancel()`` cancels it."""
+    """A trio system task (no nursery outlives a request when there is no lifespan), shielded
+    so that trio's end does not cut it until ``unshield()``; ``cancel()`` cancels it."""
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: Context) -> None:
         import trio
@@ -94,9 +51,6 @@ class _TrioTask:
     def cancel(self) -> None:
         self._scope.cancel()
 
-    def unshield(self) -> None:
-        self._scope.shield = False
-
     def get_coro(self) -> Coroutine[Any, Any, Any]:
         return self._coro
 
@@ -104,20 +58,47 @@ class _TrioTask:
         self._callbacks.append(callback)
 
 
-def spawn(run: Callable[[], Coroutine[Any, Any, None]], context: Context) -> CleanupTask:
-    """Start ``run()`` in a task of its own, not eagerly: for a phase that must not hold up
-    the request. ``run`` must not raise. The caller keeps the task referenced until done."""
+CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
+
+
+def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
+    """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
+    With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done
+    on return."""
+    coro = _guarded(awaitable)
     try:
-        loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
     except RuntimeError:
-        return _TrioTask(run(), context)
-    return loop.create_task(run(), context=context)
+        return _TrioTask(coro, context)
+    if eager and _EAGER:
+        # eager_start is new in 3.12; mypy checks against 3.11.
+        return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
+    return loop.create_task(coro, context=context)
+
+
+def task_error(task: CleanupTask) -> BaseException | None:
+    """What a finished task raised (its own cancellation included), or ``None``."""
+    if isinstance(task, _TrioTask):
+        return task.error
+    try:
+        return task.exception() or task.result()
+    except asyncio.CancelledError as exc:  # it was cancelled
+        return exc
+
+
+async def _guarded(awaitable: Awaitable[Any]) -> BaseException | None:
+    # Returned, not raised: asyncio would raise these out of the event loop.
+    try:
+        await awaitable
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return exc
+    return None
 
 
 def unshield(task: CleanupTask) -> None:
     """Let trio's end cancel ``task`` (an asyncio task never was shielded from it)."""
     if isinstance(task, _TrioTask):
-        task.unshield()
+        task._scope.shield = False
 
 
 def new_signal() -> Any:
@@ -148,9 +129,9 @@ def is_set(signal: Any) -> bool:
 
 
 async def wait_signal(signal: Any, seconds: float | None) -> None:
-    """Wait until ``signal`` is set, at most ``seconds`` (``None``: no limit). A cancellation of the
-    waiting task ends the wait and leaves ``signal`` alone (awaiting an asyncio future or task
-    directly would cancel it)."""
+    """Wait until ``signal`` is set, at most ``seconds`` (``None``: no limit). A cancellation of
+    the waiting task ends the wait and leaves ``signal`` alone (awaiting an asyncio future or
+    task directly would cancel it)."""
     if not isinstance(signal, asyncio.Future):
         import trio
 
@@ -175,19 +156,76 @@ def _wake(waiter: "asyncio.Future[None]", _: object = None) -> None:
         waiter.set_result(None)
 
 
-def loop_caller() -> Callable[[Callable[[], object]], None]:
-    """A thread-safe ``call(func)`` that runs ``func()`` soon on the current event loop, and
-    does nothing once that loop is gone."""
+def call_from_thread(func: Callable[[], object]) -> Callable[[], None]:
+    """A call that runs ``func()`` soon on the current event loop, from any thread, and does
+    nothing once that loop is gone."""
     try:
-        loop = asyncio.get_running_loop()
-        schedule: Callable[[Callable[[], object]], Any] = loop.call_soon_threadsafe
+        schedule: Callable[[Callable[[], object]], Any] = (
+            asyncio.get_running_loop().call_soon_threadsafe
+        )
     except RuntimeError:
         import trio
 
         schedule = trio.lowlevel.current_trio_token().run_sync_soon
 
-    def call(func: Callable[[], object]) -> None:
+    def call() -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             schedule(func)
 
     return call
+
+
+class Waiter:
+    """Waits for events on behalf of one phase. A cancellation of the phase's task (an anyio
+    cancel scope's, or on asyncio a native ``Task.cancel()``, which no anyio shield stops) is
+    caught and kept in ``held`` for the phase to deliver when it ends: for at most
+    ``hold_limit`` seconds (``None``: as long as the phase), and not at all once released."""
+
+    def __init__(self, hold_limit: float | None, released: bool = False) -> None:
+        self.held: BaseException | None = None
+        self._held_until: float | None = None
+        self._hold_limit = hold_limit
+        self._released = released
+        self._scope: anyio.CancelScope | None = None
+
+    async def wait(self, signal: Any, deadline: float | None) -> bool:
+        """Wait until ``signal`` (see ``new_signal``) is set (``True``) or ``deadline``
+        (``time.monotonic()``) has passed (``False``)."""
+        cancelled = anyio.get_cancelled_exc_class()
+        while not is_set(signal):
+            now = time.monotonic()
+            if self.held is not None and (
+                self._released or (self._held_until is not None and now >= self._held_until)
+            ):
+                await self.deliver()
+            if deadline is not None and now >= deadline:
+                return False
+            limits = [t for t in (deadline, self._held_until) if t is not None]
+            seconds = min(limits) - now if limits else None
+            try:
+                if self.held is None:
+                    await wait_signal(signal, seconds)
+                else:
+                    # An anyio scope's cancellation would otherwise come again at every await.
+                    with anyio.CancelScope(shield=True) as self._scope:
+                        await wait_signal(signal, seconds)
+            except cancelled as exc:
+                if self.held is None:
+                    self.held = exc
+                    if self._hold_limit is not None:
+                        self._held_until = time.monotonic() + self._hold_limit
+            finally:
+                self._scope = None
+        return True
+
+    async def deliver(self) -> None:
+        """Raise the cancellation held, if any: an anyio or trio scope's afresh."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self.held is not None:
+            raise self.held
+
+    def release(self) -> None:
+        """Hold no cancellation from now on (the shutdown's bound has passed)."""
+        self._released = True
+        if self._scope is not None and self.held is not None:
+            self._scope.cancel()  # wakes wait(), which delivers it

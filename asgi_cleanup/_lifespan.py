@@ -20,13 +20,10 @@ async def serve_lifespan(
     before_shutdown: Callable[[], Awaitable[None]],
 ) -> None:
     """Pass a lifespan scope to ``app``, awaiting ``before_shutdown()`` when the server asks
-    for shutdown and before the app hears of it.
-
-    An app that does not speak lifespan (it raises before receiving or sending any lifespan
-    message, as Django's ``ASGIHandler`` does, or returns without sending one) gets the
-    protocol answered for it, so ``before_shutdown`` still runs. Anything else the app does is
-    passed through, a startup that raises too.
-    """
+    for shutdown, before the app hears of it. An app that does not speak lifespan (it raises
+    before receiving or sending any lifespan message, as Django's ``ASGIHandler`` does, or
+    returns without sending one) has the protocol answered for it; anything else the app does
+    is passed through, a startup that raises too."""
     received: set[str] = set()
     answered = False
 
@@ -65,17 +62,16 @@ async def serve_lifespan(
     await send({"type": "lifespan.shutdown.complete"})
 
 
-def hook_twisted_shutdown(drain: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-    """Under a running Twisted reactor (daphne), have its shutdown wait for ``drain()``,
-    as a lifespan shutdown would: daphne cancels every request's task at once and stops when
-    the first has ended. ``False`` if there is no such reactor."""
+def hook_twisted_shutdown(drain: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Under a running Twisted reactor (daphne), have its shutdown wait for ``drain()``, as a
+    lifespan shutdown would: daphne cancels every request's task at once and stops when the
+    first has ended."""
     module = sys.modules.get("twisted.internet.reactor")  # installed, never imported here
     if module is None or not getattr(module, "running", False):
-        return False
+        return
     from twisted.internet.defer import Deferred
 
     def before_shutdown() -> Deferred[None]:
         return Deferred.fromFuture(asyncio.ensure_future(drain()))
 
     module.addSystemEventTrigger("before", "shutdown", before_shutdown)
-    return True

@@ -1,8 +1,7 @@
-"""The log records of the cleanup phase, and where a cleanup was when it timed out.
+"""The phase's log records, and where a cleanup was when it timed out.
 
-Records name the cleanup and the request's method and path, never its headers, cookies or
-query string; their callers pass the request as ``describe_request(scope)`` text, so that no
-frame that handles a user's exception holds the scope.
+Records name the cleanup and the request's method and path (``describe_request`` text, so that
+no frame handling a user's exception holds the scope), never headers, cookies or query string.
 """
 
 import logging
@@ -15,45 +14,24 @@ from .outcome import CleanupReport
 
 logger = logging.getLogger("asgi_cleanup")
 
-# Frames a timeout's traceback follows at most: deeper chains are cut there.
-_MAX_DEPTH = 100
+_MAX_DEPTH = 100  # frames a timeout's traceback follows at most
+
+FAILED = "Cleanup %s failed%s for %s"
+FATAL = "Cleanup %s raised %s %s for %s; it cannot be re-raised"
+TIMED_OUT = "Cleanup %s timed out after %gs and was abandoned for %s"
+WAITED_OUT = (
+    "Cleanup %s timed out after %gs waiting for a free worker thread for %s; "
+    "it runs when one is free"
+)
+DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is not awaited"
 
 
-def log_failure(func: Callable[..., Any], exc: BaseException, request: str) -> None:
-    logger.error("Cleanup %s failed for %s", describe_callable(func), request, exc_info=exc)
-
-
-def log_timeout(
-    func: Callable[..., Any], timeout: float | None, request: str, exc: TimeoutError, waiting: bool
+def log_error(
+    message: str, func: Callable[..., Any], exc: BaseException | None, *args: Any
 ) -> None:
-    """The ERROR record of a cleanup past its timeout, with ``exc`` (see ``timeout_error``):
-    abandoned, or (``waiting``) given up waiting for a worker thread, to run when one is free."""
-    logger.error(
-        "Cleanup %s timed out after %gs %s for %s%s",
-        describe_callable(func),
-        timeout,
-        "waiting for a free worker thread" if waiting else "and was abandoned",
-        request,
-        "; it runs when one is free" if waiting else "",
-        exc_info=exc,
-    )
-
-
-def log_hook_failure(role: str, hook: Callable[..., Any], exc: BaseException, request: str) -> None:
-    """Log a failed or timed-out hook; ``role`` is its option's name (``on_error``...)."""
-    logger.error("%s hook %s failed for %s", role, describe_callable(hook), request, exc_info=exc)
-
-
-def log_fatal(func: Callable[..., Any], exc: BaseException, request: str, why: str) -> None:
-    """A ``BaseException`` (``KeyboardInterrupt``...) that cannot be raised to anyone."""
-    logger.error(
-        "Cleanup %s raised %s %s for %s; it cannot be re-raised",
-        describe_callable(func),
-        type(exc).__name__,
-        why,
-        request,
-        exc_info=exc,
-    )
+    """``message`` at ERROR, filled with the name of ``func`` and ``args``, with the traceback
+    of ``exc``."""
+    logger.error(message, describe_callable(func), *args, exc_info=exc)
 
 
 def log_phase(reports: list[CleanupReport], request: str) -> None:
@@ -68,10 +46,9 @@ def log_phase(reports: list[CleanupReport], request: str) -> None:
     )
 
 
-def timeout_error(timeout: float | None, where: types.TracebackType | None) -> TimeoutError:
-    """The ``TimeoutError`` of a cleanup past its timeout, with ``where`` it was then (see
-    ``frames_traceback``) as its traceback."""
-    return TimeoutError(f"cleanup timed out after {timeout:g}s").with_traceback(where)
+def timeout_error(what: str, timeout: float | None, where: Any) -> TimeoutError:
+    """``what`` timed out, with ``where`` it was then (a traceback, or ``None``)."""
+    return TimeoutError(f"{what} timed out after {timeout:g}s").with_traceback(where)
 
 
 def frames_traceback(frames: Iterable[types.FrameType]) -> types.TracebackType | None:
@@ -83,17 +60,15 @@ def frames_traceback(frames: Iterable[types.FrameType]) -> types.TracebackType |
 
 
 def suspended_traceback(awaitable: Any) -> types.TracebackType | None:
-    """Where a suspended coroutine (or generator) is: its frame and those of the coroutines
-    and generators it awaits, down to the innermost (at most ``_MAX_DEPTH``); ``None`` if it
-    has no frame (it has not started, or it has finished). Awaitables of other kinds end the
-    chain; this never raises, as a timeout must go on to cancel the cleanup whatever it is."""
+    """Where a suspended coroutine is: its frame and those of the coroutines and generators it
+    awaits (at most ``_MAX_DEPTH``); ``None`` if it has no frame. Never raises: the timeout
+    must go on to cancel the cleanup whatever it is."""
     frames: list[types.FrameType] = []
     try:
         while len(frames) < _MAX_DEPTH:
-            kind = type(awaitable)
-            if kind is types.CoroutineType:
+            if type(awaitable) is types.CoroutineType:
                 frame, awaitable = awaitable.cr_frame, awaitable.cr_await
-            elif kind is types.GeneratorType:
+            elif type(awaitable) is types.GeneratorType:
                 frame, awaitable = awaitable.gi_frame, awaitable.gi_yieldfrom
             else:
                 break

@@ -1,59 +1,58 @@
-"""The middleware's own worker threads for sync cleanups.
-
-Daemon threads, so a cleanup that never returns cannot keep the process from exiting (anyio's
-worker threads are not daemons). At most ``limit`` threads exist, which is what bounds how many
-sync cleanups run at once: a cleanup abandoned after its timeout keeps its thread, and so its
-place, until it returns.
-
-Jobs whose phase stopped waiting for them (abandoned, or given up before a thread was free)
-are counted until they end, so that ``drain()`` and the lifespan shutdown can wait for them
-too; the jobs a phase waits for to the end are not, and cost nothing more.
+"""Sync cleanups in the middleware's own daemon threads (anyio's are not daemons, and would
+keep the process from exiting): the pool, and a run of consecutive sync cleanups in one thread.
+A cleanup abandoned at its timeout keeps its thread, and so its place in ``limit``, until it
+returns; jobs their phase stopped waiting for are counted for ``drain()`` until they end.
 """
 
 import contextlib
+import inspect
 import os
 import queue
+import sys
 import threading
-from collections.abc import Callable
+import time
+import types
+from asyncio import CancelledError
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import anyio
 
-from ._backend import loop_caller
+from ._backend import call_from_thread, new_signal, set_signal
+from ._describe import is_async_callable
+from ._log import DROPPED, FAILED, FATAL, frames_traceback, log_error
+from .registry import Entry
+
+Result = tuple[Callable[..., Any], float, BaseException | None]  # cleanup, seconds, error
 
 
 class WorkerPool:
     """Runs jobs on at most ``limit`` daemon threads, queueing jobs while all are busy."""
 
-    def __init__(self, limit: int, name: str = "asgi-cleanup worker") -> None:
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._name = name
         self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._threads = 0
-        self._idle = 0
-        self._queued = 0  # jobs waiting for a thread, when every thread is busy
-        self._left_behind = 0  # jobs queued or running that no phase waits for any more
-        self._wakeups: list[Callable[[], Any]] = []  # called once none is left behind
+        self._threads = self._idle = self._queued = self._left_behind = 0
+        self._wakeups: list[Callable[[], None]] = []  # called once none is left behind
         self._pid = os.getpid()
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job()`` on a worker thread; it must not raise."""
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked child inherits the counters but not the threads.
-                self._jobs = queue.SimpleQueue()
-                self._threads = self._idle = self._queued = self._left_behind = 0
-                self._wakeups = []
-                self._pid = os.getpid()
+            if self._pid != os.getpid():  # a forked child inherits counters, not threads
+                self._reset()
             if self._idle:
                 self._idle -= 1
             elif self._threads < self._limit:
                 self._threads += 1
-                threading.Thread(target=self._work, name=self._name, daemon=True).start()
+                threading.Thread(target=self._work, name="asgi-cleanup worker", daemon=True).start()
             else:
-                self._queued += 1
+                self._queued += 1  # waits for a busy thread
             jobs = self._jobs
         jobs.put(job)
 
@@ -74,8 +73,7 @@ class WorkerPool:
             return self._left_behind if self._pid == os.getpid() else 0
 
     def leave_behind(self) -> Callable[[], None]:
-        """Count one more job left behind by its phase; the job calls what this returns, from
-        its thread, once it has ended (or has been cut short by ``BaseException``)."""
+        """Count one more job left behind; it calls what this returns once it has ended."""
         with self._lock:
             self._left_behind += 1
         return self._left_ended
@@ -87,31 +85,151 @@ class WorkerPool:
                 return
             wakeups, self._wakeups = self._wakeups, []
         for wake in wakeups:
-            with contextlib.suppress(Exception):  # that event loop is gone: nobody waits
-                wake()
+            wake()
 
     async def wait_left_behind(self) -> None:
         """Wait, without blocking the event loop, until no job left behind is queued or
-        running; the thread ending the last one wakes the loop with its thread-safe call."""
+        running."""
         while True:
             done = anyio.Event()
-            wake = partial(loop_caller(), done.set)
-            if not self._wake_when_none_left(wake):
-                return
+            wake = call_from_thread(done.set)
+            with self._lock:
+                if self._pid != os.getpid() or not self._left_behind:
+                    return
+                self._wakeups.append(wake)
             try:
                 await done.wait()
             finally:
-                self._forget_wakeup(wake)
+                with self._lock, contextlib.suppress(ValueError):  # already called
+                    self._wakeups.remove(wake)
 
-    def _wake_when_none_left(self, wake: Callable[[], Any]) -> bool:
-        """Have the thread ending the last job left behind call ``wake()``; ``False`` (and no
-        call) if none is left now."""
-        with self._lock:
-            if not self._left_behind or self._pid != os.getpid():
-                return False
-            self._wakeups.append(wake)
-            return True
 
-    def _forget_wakeup(self, wake: Callable[[], Any]) -> None:
-        with self._lock, contextlib.suppress(ValueError):  # already called
-            self._wakeups.remove(wake)
+class SyncJob:
+    """Runs the sync cleanups at the end of ``pending``, then of ``then``, in one worker thread.
+
+    The thread pops each entry just before running it, so each runs once, and collects failures
+    (successes too with ``record_successes``) for the event loop to report. A cleanup returning
+    an awaitable ends the job: the loop awaits it. Once abandoned (``abandon()``), the thread
+    starts nothing more and logs what the running cleanup does later; if no thread had started
+    the job, the cleanup given up is ``late``: the thread runs it alone when it gets there.
+    """
+
+    def __init__(
+        self,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        request: str,
+        record_successes: bool,
+    ) -> None:
+        self.pending = pending
+        self.then = then
+        self.current: Entry | None = None  # the cleanup running now (or last run)
+        self.started_at = time.monotonic()
+        self.lock = threading.Lock()
+        self.abandoned = self.finished = False
+        self.late: Entry | None = None
+        self.awaitable: Awaitable[Any] | None = None
+        self.fatal: BaseException | None = None
+        self.results: list[Result] = []
+        self.ended = new_signal()  # set from the thread once the job has ended
+        self._notify = [call_from_thread(partial(set_signal, self.ended))]
+        self._request = request
+        self._record_successes = record_successes
+
+    def deadline(self, timeout: float | None) -> float | None:
+        """When the running cleanup overruns ``timeout``; ``None`` once the job has ended."""
+        return None if timeout is None or self.finished else self.started_at + timeout
+
+    def abandon(
+        self, timeout: float, pool: WorkerPool, hold: Callable[[], Callable[[], None]]
+    ) -> tuple[Entry, types.TracebackType | None] | None:
+        """If the running cleanup has overrun ``timeout``, give the job up and return that
+        cleanup and where its thread is (``None`` for a late one); ``None`` if it has not, or
+        the job has ended. An abandoned job counts as left behind in ``pool``, and ``hold()``
+        keeps the request's outcome, until it ends."""
+        with self.lock:
+            if self.finished or time.monotonic() < self.started_at + timeout:
+                return None
+            self.abandoned = True
+            # Under the lock: run() (which sets finished under it) calls these in its place.
+            self._notify = [pool.leave_behind(), hold()]
+            if self.current is None:
+                source = self.pending or self.then
+                assert source, "a job waiting for a thread has cleanups to run"
+                self.late = source.pop()
+                return self.late, None
+            entry = self.current
+        return entry, self._where()
+
+    def _where(self) -> types.TracebackType | None:
+        # Found by looking, not recorded by the thread: only a timeout pays for it.
+        for innermost in sys._current_frames().values():
+            frames: list[types.FrameType] = []
+            frame: types.FrameType | None = innermost
+            while frame is not None:
+                frames.append(frame)
+                if frame.f_code is _RUN_CODE and frame.f_locals.get("self") is self:
+                    return frames_traceback(reversed(frames))
+                frame = frame.f_back
+        return None
+
+    def run(self) -> None:
+        fatal = None
+        try:
+            self._run()
+        except BaseException as exc:  # raised on the event loop, not lost in this thread
+            fatal = exc
+        with self.lock:
+            self.fatal, self.finished, abandoned = fatal, True, self.abandoned
+        if fatal is not None and abandoned and self.current is not None:
+            why = "after it was abandoned"
+            log_error(FATAL, self.current[0], fatal, type(fatal).__name__, why, self._request)
+            del fatal
+        for notify in self._notify:
+            with contextlib.suppress(Exception):  # the event loop is gone: nobody waits
+                notify()
+
+    def _run(self) -> None:
+        done: Result | None = None  # what the last cleanup gave, recorded under the next lock
+        while True:
+            with self.lock:
+                if self.abandoned:
+                    break
+                if done is not None:
+                    self.results.append(done)
+                source = self.pending or self.then
+                if not source or is_async_callable(source[-1][0]):
+                    return
+                self.current = func, args, kwargs, context = source.pop()
+                began = self.started_at = time.monotonic()
+            try:
+                # Unpacking an empty kwargs still builds a dict: most cleanups have none.
+                result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
+            except (Exception, CancelledError) as exc:  # its own CancelledError: a failure
+                done = (func, time.monotonic() - began, exc)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                self.awaitable = result  # the event loop awaits it, and reports the cleanup
+                return
+            done = (func, time.monotonic() - began, None) if self._record_successes else None
+        if self.late is not None and self.current is None:
+            self.current = self.late
+            self._run_late(*self.late)
+        elif done is not None and done[2] is not None:
+            log_error(FAILED, done[0], done[2], " after it was abandoned", self._request)
+
+    def _run_late(self, func: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> None:
+        """The cleanup given up before a thread was free: alone, nobody waiting for it."""
+        try:
+            result = context.run(func, *args, **kwargs)
+        except (Exception, CancelledError) as exc:
+            log_error(FAILED, func, exc, " after it was abandoned", self._request)
+            return
+        if result is not None and inspect.isawaitable(result):
+            log_error(DROPPED, func, None, self._request)
+            close = getattr(result, "close", None)
+            if callable(close):  # a coroutine: closed, so not warned about as never awaited
+                close()
+
+
+_RUN_CODE = SyncJob._run.__code__

@@ -1,7 +1,6 @@
 import logging
 import os
 from collections.abc import Mapping
-from contextvars import copy_context
 from functools import partial
 from time import perf_counter
 from typing import Any
@@ -11,28 +10,30 @@ import anyio
 from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
-from ._threads import WorkerPool
-from ._tracker import PhaseTracker
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
-from .outcome import Outcome
-from .phase import CleanupPhase, CompleteHook, ErrorHook, PhaseConfig
-from .registry import (
-    CleanupRegistry,
-    Directive,
-    add_directives,
-    added_directives,
-    begin_phase,
-    freeze,
-)
+from .outcome import CompleteHook, ErrorHook, Outcome
+from .phase import CleanupPhase, Phases
+from .registry import CleanupRegistry, Directive, Entry, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
 
 _UNSET: Any = object()
-_DEFAULT_TIMEOUT = 5.0
-_DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-_DEFAULT_THREAD_LIMIT = 8
+_DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8}
+_SHUTDOWN_WARNING = (
+    "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left running"
+    " past their timeout and %d sync cleanup(s) still in worker threads after %gs"
+)
 _START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
+# Besides a final http.response.body, what can end a response, and the key that says more
+# follows (None: always the last).
+_ENDS = {
+    "http.response.trailers": "more_trailers",
+    "http.response.pathsend": None,
+    "http.response.zerocopysend": "more_body",
+    "websocket.http.response.body": "more_body",
+    "websocket.close": None,
+}
 
 
 class CleanupMiddleware:
@@ -72,40 +73,25 @@ class CleanupMiddleware:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
         self.app: AnyASGIApp = app
-        options: Mapping[str, Any] = {}
-        self._directives_for = None
-        if settings is not None:
-            loaded = load_settings(settings)
-            options = loaded.options
-            self._directives_for = loaded.directives_for
+        loaded = None if settings is None else load_settings(settings)
+        options: Mapping[str, Any] = {} if loaded is None else loaded.options
+        self._directives_for = None if loaded is None else loaded.directives_for
 
-        def option(name: str, value: Any, default: Any) -> Any:
+        def option(name: str, value: Any) -> Any:
             # An explicit keyword, even None, wins over the settings; those over the default.
-            return value if value is not _UNSET else options.get(name, default)
+            return value if value is not _UNSET else options.get(name, _DEFAULTS.get(name))
 
-        self.timeout = validate_timeout("timeout", option("timeout", timeout, _DEFAULT_TIMEOUT))
+        self.timeout = validate_timeout("timeout", option("timeout", timeout))
         self.shutdown_timeout = validate_timeout(
-            "shutdown_timeout",
-            option("shutdown_timeout", shutdown_timeout, _DEFAULT_SHUTDOWN_TIMEOUT),
+            "shutdown_timeout", option("shutdown_timeout", shutdown_timeout)
         )
-        self.thread_limit = validate_thread_limit(
-            option("thread_limit", thread_limit, _DEFAULT_THREAD_LIMIT)
-        )
-        self.on_error: ErrorHook | None = validate_hook(
-            "on_error", option("on_error", on_error, None)
-        )
+        self.thread_limit = validate_thread_limit(option("thread_limit", thread_limit))
+        self.on_error: ErrorHook | None = validate_hook("on_error", option("on_error", on_error))
         self.on_complete: CompleteHook | None = validate_hook(
-            "on_complete", option("on_complete", on_complete, None)
+            "on_complete", option("on_complete", on_complete)
         )
-        self._pool = WorkerPool(self.thread_limit)
-        self._tracker = PhaseTracker(self._pool)
-        self._config = PhaseConfig(
-            self.timeout,
-            self.shutdown_timeout,
-            self._pool,
-            self._tracker,
-            self.on_error,
-            self.on_complete,
+        self._phases = Phases(
+            self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, self.on_complete
         )
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
@@ -123,9 +109,7 @@ class CleanupMiddleware:
         if isinstance(outer, CleanupRegistry):
             # Nested: join the outer middleware's registry and phase.
             if self._directives_for is not None:
-                directives = self._directives_for(scope)
-                if directives:
-                    add_directives(outer, directives)
+                add_directives(outer, self._directives_for(scope))
             await self.app(scope, receive, send)
             return
         if self._find_shutdown:
@@ -137,45 +121,33 @@ class CleanupMiddleware:
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives = () if self._directives_for is None else self._directives_for(scope)
         responder = _Responder(send, receive)
-        started = perf_counter()
         try:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
-            responder.finish()
-            entries = freeze(registry)
-            directives = _with_nested(directives, registry)
-            if not entries and not directives:
-                raise
             # No local may hold the exception: its traceback holds this frame, a cycle.
-            begin_phase(
-                registry,
-                responder.outcome(
-                    scope, exc if isinstance(exc, Exception) else None, perf_counter() - started
-                ),
-                exc,
-            )
-            phase = CleanupPhase(self._config, registry, entries, directives)
+            entries, nested = responder.finish(registry)
+            if not entries and not directives and not nested:
+                raise
+            directives = _with_nested(directives, nested)
+            phase = responder.phase(self._phases, scope, registry, entries, directives, exc)
             if _is_cancellation(exc):
                 await phase.run()  # to its end; then the cancellation goes on
             else:
                 # The server sees the exception at once; the cleanups follow.
-                self._tracker.spawn(phase, phase.run_detached, copy_context())
+                self._phases.spawn(phase)
             raise
-        responder.finish()
-        entries = freeze(registry)
-        if added_directives(registry) is not None:
-            directives = _with_nested(directives, registry)
-        if not entries and not directives:
+        entries, nested = responder.finish(registry)
+        if not entries and not directives and not nested:
             return
-        begin_phase(registry, responder.outcome(scope, None, perf_counter() - started), None)
-        phase = CleanupPhase(self._config, registry, entries, directives)
+        directives = _with_nested(directives, nested)
+        phase = responder.phase(self._phases, scope, registry, entries, directives, None)
         if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
             await phase.run()
         else:
             # Returning at once lets the server finish or abort the response as it would
             # without us. So too when the client closed a websocket: granian answers the
             # close only when the app call returns.
-            self._tracker.spawn(phase, phase.run_detached, copy_context())
+            self._phases.spawn(phase)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
@@ -187,33 +159,25 @@ class CleanupMiddleware:
         ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
         ``shutdown_timeout``.
         """
-        await self._tracker.drain()
+        await self._phases.drain()
 
     async def _drain_for_shutdown(self) -> None:
-        """``drain()`` within ``shutdown_timeout``; past it, nothing of the middleware holds
-        the server any more (a sync cleanup left in its daemon thread is cut off when the
-        process exits), and a WARNING says what was still running."""
+        # drain() within shutdown_timeout; past it, nothing of ours holds the server any more
+        # (a sync cleanup left in its daemon thread is cut off when the process exits).
         with anyio.move_on_after(self.shutdown_timeout):
             await self.drain()
-        tracker = self._tracker
-        phases, abandoned, threads = tracker.phases, tracker.left_behind, self._pool.left_behind
-        if phases or abandoned or threads:
-            tracker.release()
-            logger.warning(
-                "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left"
-                " running past their timeout and %d sync cleanup(s) still in worker threads"
-                " after %gs",
-                phases,
-                abandoned,
-                threads,
-                self.shutdown_timeout,
-            )
+        phases = self._phases
+        counts = len(phases.running), len(phases.left_behind), phases.pool.left_behind
+        if any(counts):
+            phases.release()
+            logger.warning(_SHUTDOWN_WARNING, *counts, self.shutdown_timeout)
 
 
 class _Responder:
-    """Passes one request's messages on, watching how the response goes."""
+    """One request's own state: passes its messages on, watching how the response goes, and
+    makes its cleanup phase when the app call is over."""
 
-    __slots__ = ("_receive", "_send", "closed_by_client", "disconnected", "first", "last")
+    __slots__ = ("_began", "_receive", "_send", "closed_by_client", "disconnected", "first", "last")
 
     def __init__(self, send: Send, receive: Receive) -> None:
         self._send = send
@@ -224,6 +188,7 @@ class _Responder:
         self.last: Message | None = None
         self.disconnected = False
         self.closed_by_client = False  # the client closed the websocket
+        self._began = perf_counter()
 
     async def send(self, message: Message) -> None:
         if self.first is None and message["type"] != "http.response.debug":
@@ -252,10 +217,33 @@ class _Responder:
             self.disconnected = self.closed_by_client = True
         return message
 
-    def finish(self) -> None:
-        """The app call is over: let go of the server's send and receive."""
-        self._send = _send_after_return
-        self._receive = _receive_after_return
+    def finish(
+        self, registry: CleanupRegistry
+    ) -> tuple[list[Entry] | None, list[Directive] | None]:
+        """The app call is over: let go of the server's send and receive, and freeze
+        ``registry``: its entries, and the directives nested middlewares added."""
+        self._send, self._receive = _send_after_return, _receive_after_return
+        return freeze(registry)
+
+    def phase(
+        self,
+        phases: Phases,
+        scope: Scope,
+        registry: CleanupRegistry,
+        entries: list[Entry] | None,
+        directives: tuple[Directive, ...],
+        exc: BaseException | None,
+    ) -> CleanupPhase:
+        """The request's cleanup phase; ``exc``: what the app call raised."""
+        duration = perf_counter() - self._began
+        start = self.first
+        status = start["status"] if start is not None and start["type"] in _START_TYPES else None
+        error = exc if isinstance(exc, Exception) else None
+        complete, disconnected = self.complete(), self.disconnected
+        begin_phase(
+            registry, partial(Outcome, scope, status, error, complete, disconnected, duration), exc
+        )
+        return CleanupPhase(phases, registry, entries, directives)
 
     def complete(self) -> bool:
         """Whether the response's last message went out (websocket: the close, either way)."""
@@ -263,28 +251,13 @@ class _Responder:
         if message is not None:
             kind = message["type"]
             if kind == "http.response.body":  # the common case first
-                if message.get("more_body"):
-                    return False
-                return self.first is None or not self.first.get("trailers")
-            if (
-                kind == "websocket.close"
-                or kind == "http.response.pathsend"
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
-                or (kind == "websocket.http.response.body" and not message.get("more_body"))
-                or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-            ):
-                return True
+                trailers = self.first is not None and self.first.get("trailers")
+                return not message.get("more_body") and not trailers
+            if kind in _ENDS:
+                more = _ENDS[kind]
+                if more is None or not message.get(more):
+                    return True
         return self.closed_by_client
-
-    def outcome(
-        self, scope: Scope, exception: Exception | None, duration: float
-    ) -> partial[Outcome]:
-        """What builds the request's ``Outcome`` when first asked for."""
-        start = self.first
-        status = start["status"] if start is not None and start["type"] in _START_TYPES else None
-        return partial(
-            Outcome, scope, status, exception, self.complete(), self.disconnected, duration
-        )
 
 
 async def _send_after_return(message: Message) -> None:
@@ -295,19 +268,16 @@ async def _receive_after_return() -> Message:
     raise RuntimeError("ASGI receive() called after the app call returned")
 
 
-def _with_nested(own: tuple[Directive, ...], registry: CleanupRegistry) -> tuple[Directive, ...]:
+def _with_nested(
+    own: tuple[Directive, ...], nested: list[Directive] | None
+) -> tuple[Directive, ...]:
     """The outer middleware's directives, then those nested middlewares added, each once."""
-    nested = added_directives(registry)
     if not nested:
         return own
-    seen = set(map(handler_key, own))
-    extra = []
-    for directive in nested:
-        key = handler_key(directive)
-        if key not in seen:
-            seen.add(key)
-            extra.append(directive)
-    return (*own, *extra)
+    merged: dict[object, Directive] = {}
+    for directive in (*own, *nested):
+        merged.setdefault(handler_key(directive), directive)
+    return tuple(merged.values())
 
 
 def _is_cancellation(exc: BaseException) -> bool:

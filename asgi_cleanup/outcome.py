@@ -69,3 +69,7 @@ class CleanupReport:
 
     timed_out: bool
     """Whether it was abandoned for overrunning the middleware's ``timeout``."""
+
+
+ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
+CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]

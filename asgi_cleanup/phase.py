@@ -1,10 +1,8 @@
-"""One request's cleanup phase, the same on asyncio and trio.
+"""A request's cleanup phase, and a middleware's phases: settings, and what ``drain()`` waits for.
 
-Dynamic cleanups run last registered first, then the directive cleanups, each once. An async
-cleanup runs in a task of its own (on Python 3.12+ started eagerly: one that finishes in its
-first step costs no scheduling), so that it can be abandoned at its timeout and sees a task
-no other request shares. Consecutive sync cleanups share one hop to a worker thread. The
-request's task waits through ``Waiter``, which holds back a cancellation until the phase ends.
+Dynamic cleanups run last registered first, then directive cleanups, each once: an async one
+in a task of its own (eager on 3.12+), so it can be abandoned at its timeout and shares its task
+with no other request; consecutive sync ones in one hop to a worker thread.
 """
 
 import contextvars
@@ -13,81 +11,104 @@ import logging
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
 import anyio
-import anyio.lowlevel
 
-from ._backend import (
-    CleanupTask,
-    guarded,
-    loop_caller,
-    new_signal,
-    set_signal,
-    start_task,
-    task_error,
-    task_signal,
-    unshield,
-)
+from . import _log
+from ._backend import CleanupTask, Waiter, start_task, task_error, task_signal, unshield
 from ._describe import describe_request, is_async_callable
-from ._log import (
-    log_failure,
-    log_fatal,
-    log_hook_failure,
-    log_phase,
-    log_timeout,
-    suspended_traceback,
-    timeout_error,
-)
-from ._sync_run import SyncJob
-from ._threads import WorkerPool
-from ._tracker import PhaseTracker
-from ._waiter import Waiter
-from .outcome import CleanupReport, Outcome
-from .registry import CleanupRegistry, Directive, Entry, end_phase, hold_outcome
+from ._threads import SyncJob, WorkerPool
+from .outcome import CleanupReport, CompleteHook, ErrorHook, Outcome
+from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
 
 logger = logging.getLogger("asgi_cleanup")
 
-ErrorHook = Callable[[Callable[..., Any], BaseException, Outcome], Any]
-CompleteHook = Callable[[tuple[CleanupReport, ...], Outcome], Any]
-
-# How long past its timeout a cancelled cleanup may take to stop before it is left behind.
-ABANDON_GRACE = 1.0
+ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
 
 
-@dataclass(frozen=True)
-class PhaseConfig:
-    """A middleware's settings for its cleanup phases."""
+class Phases:
+    """A middleware's phase settings, its phases, and the cleanups they left behind."""
 
-    timeout: float | None
-    shutdown_timeout: float | None
-    pool: WorkerPool
-    tracker: PhaseTracker
-    on_error: ErrorHook | None
-    on_complete: CompleteHook | None
+    def __init__(
+        self,
+        timeout: float | None,
+        shutdown_timeout: float | None,
+        thread_limit: int,
+        on_error: ErrorHook | None,
+        on_complete: CompleteHook | None,
+    ) -> None:
+        self.timeout, self.shutdown_timeout = timeout, shutdown_timeout
+        self.on_error, self.on_complete = on_error, on_complete
+        self.pool = WorkerPool(thread_limit)
+        self.running: set[CleanupPhase] = set()
+        self.left_behind: set[CleanupTask] = set()
+        self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references
+        self._idle: anyio.Event | None = None
+        self.released = False  # the shutdown's bound has passed
+
+    def spawn(self, phase: "CleanupPhase") -> None:
+        self.running.add(phase)
+        task = start_task(phase.run(detached=True), contextvars.copy_context(), eager=False)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    def leave_behind(self, task: CleanupTask, let_go: Callable[[], None]) -> None:
+        """Track a cleanup its phase stopped waiting for until it ends; then ``let_go()``."""
+        self.left_behind.add(task)
+
+        def ended(_: object) -> None:
+            task_error(task)  # retrieved: what it did past its timeout was reported as that
+            self.left_behind.discard(task)
+            let_go()
+            self._check_idle()
+
+        task.add_done_callback(ended)
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self.running and not self.left_behind:
+            self._idle.set()
+            self._idle = None
+
+    async def drain(self) -> None:
+        """Wait until no phase runs or is pending and no cleanup left behind still runs."""
+        while True:
+            while self.running or self.left_behind:
+                if self._idle is None:
+                    self._idle = anyio.Event()
+                await self._idle.wait()
+            # Phases left sync cleanups behind before they finished: those come after them.
+            await self.pool.wait_left_behind()
+            if not self.running and not self.left_behind:
+                return
+
+    def release(self) -> None:
+        """The shutdown's bound has passed: hold back no cancellation, shield nothing."""
+        self.released = True
+        for phase in list(self.running):
+            phase.release()
+        for task in (*self.left_behind, *self._detached):
+            unshield(task)
 
 
-class _TimedOut(NamedTuple):
-    """What a cleanup past its timeout gives: ``where`` it was then, if known."""
-
-    where: types.TracebackType | None
+class _TimedOut(NamedTuple):  # what a cleanup past its timeout gives
+    where: types.TracebackType | None  # where it was then, if known
+    waiting: bool = False  # still waiting for a worker thread
 
 
 class CleanupPhase:
-    """Runs one request's cleanups: ``run()`` in the request's task, or ``run_detached()``
-    in a task of its own. Failures and timeouts are logged and go to ``on_error``; a
+    """Runs one request's cleanups. Failures and timeouts are logged and go to ``on_error``; a
     ``BaseException`` that is not an ``Exception`` lets the rest run first."""
 
     def __init__(
         self,
-        config: PhaseConfig,
+        phases: Phases,
         registry: CleanupRegistry,
         entries: list[Entry] | None,
         directives: tuple[Directive, ...],
     ) -> None:
-        self._config = config
+        self._phases = phases
         self._registry = registry
         self._entries = entries if entries is not None else []
         self._later: list[Entry] = []
@@ -95,7 +116,7 @@ class CleanupPhase:
             # Directive cleanups run in the context as it was when the app finished.
             outcome, context = self._outcome, contextvars.copy_context()
             self._later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
-        observing = config.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
+        observing = phases.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
         self._reports: list[CleanupReport] | None = [] if observing else None
         self._waiter: Waiter | None = None  # made when the phase first has to wait
         self._current: CleanupTask | None = None
@@ -111,32 +132,26 @@ class CleanupPhase:
     def _request(self) -> str:
         return describe_request(self._outcome.scope)
 
-    async def run(self) -> None:
-        """Run the phase in the caller's task, then deliver what it held back: the first
-        ``BaseException`` a cleanup raised, else a cancellation of the task."""
-        tracker = self._config.tracker
-        tracker.started(self)
+    async def run(self, detached: bool = False) -> None:
+        """Run the phase, then deliver what it held back: the first ``BaseException`` a
+        cleanup raised, else a cancellation of the task. ``detached`` (``Phases.spawn``): in a
+        task of its own, with nobody to deliver to, so it logs them."""
+        self._detached = detached
+        self._phases.running.add(self)
         try:
             await self._run()
+        except BaseException:
+            if not detached:  # else the shutdown's bound passed: cut short, as it should be
+                raise
         finally:
-            tracker.finished(self)
-            end_phase(self._registry)
-        if self._fatal is not None:
-            raise self._fatal
-        if self._waiter is not None:
-            await self._waiter.deliver()
-
-    async def run_detached(self) -> None:
-        """Run the phase in a task of its own (``PhaseTracker.spawn``): nobody is there to
-        raise anything to, so a ``BaseException`` is logged."""
-        self._detached = True
-        try:
-            await self._run()
-        except BaseException:  # the shutdown's bound passed: cut short, as it should be
-            pass
-        finally:
-            self._config.tracker.finished(self)
-            end_phase(self._registry)
+            self._phases.running.discard(self)
+            self._phases._check_idle()
+            let_go(self._registry)
+        if not detached:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._waiter is not None:
+                await self._waiter.deliver()
 
     def release(self) -> None:
         """Stop holding back cancellation (the shutdown's bound has passed)."""
@@ -163,108 +178,96 @@ class CleanupPhase:
                     self._fail_fatally(func, exc)
                     continue
                 else:
-                    task = start_task(guarded(awaitable), context)
+                    task = start_task(awaitable, context)
                     # Most end in their first step: no await at all then.
                     result = task_error(task) if task.done() else await self._finish(task, began)
                 if result is not None or self._reports is not None:
                     await self._record(func, began, result)
+        hook = self._phases.on_complete
         if self._reports is not None:
-            await self._complete(self._reports)
+            _log.log_phase(self._reports, self._request())
+            if hook is not None:
+                await self._call_hook("on_complete", hook, tuple(self._reports), self._outcome)
+
+    async def _wait(self, signal: Any, deadline: float | None) -> bool:
+        if self._waiter is None:
+            self._waiter = Waiter(self._phases.shutdown_timeout, self._phases.released)
+        return await self._waiter.wait(signal, deadline)
 
     async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
         """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
-        timeout; ``None``, what it raised, or a ``_TimedOut``."""
-        task = start_task(guarded(awaitable), context)
+        timeout: ``None``, what it raised, or a ``_TimedOut``."""
+        task = start_task(awaitable, context)
         return task_error(task) if task.done() else await self._finish(task, began)
 
     async def _finish(self, task: CleanupTask, began: float) -> Any:
         self._current = task
         try:
-            return await self._wait_for(task, began)
+            done = task_signal(task)
+            timeout = self._phases.timeout
+            if timeout is None:
+                await self._wait(done, None)
+                return task_error(task)
+            deadline = began + timeout
+            if await self._wait(done, deadline):
+                error = task_error(task)
+                # One that blocked the event loop past its deadline after it last waited overran.
+                return _TimedOut(None) if time.monotonic() >= deadline else error
+            where = _log.suspended_traceback(task.get_coro())
+            task.cancel()
+            if await self._wait(done, deadline + min(ABANDON_GRACE, timeout)):
+                task_error(task)  # what it raised once cancelled is its timeout's doing
+            else:
+                # It does not stop when cancelled: it goes on, and drain() waits for it.
+                self._phases.leave_behind(task, hold_outcome(self._registry))
+            return _TimedOut(where)
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
             raise
         finally:
             self._current = None
 
-    async def _wait_for(self, task: CleanupTask, began: float) -> Any:
-        done = task_signal(task)
-        waiter = self._waiter_for_phase()
-        timeout = self._config.timeout
-        if timeout is None:
-            await waiter.wait(done, None)
-            return task_error(task)
-        deadline = began + timeout
-        if await waiter.wait(done, deadline):
-            error = task_error(task)
-            # One that blocked the event loop past its deadline after it last waited overran.
-            return _TimedOut(None) if time.monotonic() >= deadline else error
-        where = suspended_traceback(task.get_coro())
-        task.cancel()
-        if await waiter.wait(done, deadline + min(ABANDON_GRACE, timeout)):
-            task_error(task)  # what it raised once cancelled is its timeout's doing
-        else:
-            # It does not stop when cancelled: it goes on, and drain() waits for it.
-            self._config.tracker.leave_behind(task, hold_outcome(self._registry))
-        return _TimedOut(where)
-
-    def _waiter_for_phase(self) -> Waiter:
-        waiter = self._waiter
-        if waiter is None:
-            config = self._config
-            waiter = self._waiter = Waiter(config.shutdown_timeout, config.tracker.released)
-        return waiter
-
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
-        """Run the sync cleanups at the end of ``pending`` (then of ``then``) in one worker
-        thread, within the timeout of each."""
-        config = self._config
+        """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
+        timeout, pool = self._phases.timeout, self._phases.pool
         job = SyncJob(pending, then, self._request(), self._reports is not None)
-        done = new_signal()
-        job.notify = partial(loop_caller(), partial(set_signal, done))
-        config.pool.submit(job.run)
-        waiter = self._waiter_for_phase()
-        abandoned = where = None
-        timeout = config.timeout
-        if timeout is None:
-            await waiter.wait(done, None)
-        else:
-            while not await waiter.wait(done, job.started_at + timeout):
-                overdue = job.overdue(timeout, config.pool, partial(hold_outcome, self._registry))
-                if overdue is None:  # it finished meanwhile
-                    await waiter.wait(done, None)
-                    break
-                if overdue[1] is not None:
-                    abandoned, where = overdue[1], job.where()
-                    break
-        for func, seconds, error in job.take_results():
+        pool.submit(job.run)
+        abandoned = None
+        while not await self._wait(job.ended, job.deadline(timeout)):
+            assert timeout is not None, "no deadline without a timeout"
+            abandoned = job.abandon(timeout, pool, partial(hold_outcome, self._registry))
+            if abandoned is not None:
+                break
+        for func, seconds, error in job.results:
             await self._record(func, time.monotonic() - seconds, error)
         if abandoned is not None:
-            await self._record(abandoned[0], job.started_at, _TimedOut(where), job.late is not None)
-        elif job.fatal is not None and job.current is not None:
+            (func, *_), where = abandoned
+            await self._record(func, job.started_at, _TimedOut(where, job.late is not None))
+        elif job.current is not None and job.fatal is not None:
             self._fail_fatally(job.current[0], job.fatal)
-        elif job.awaitable is not None and job.current is not None:
+        elif job.current is not None and job.awaitable is not None:
             # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
-            func, began = job.current[0], job.started_at
-            await self._record(func, began, await self._await(job.awaitable, job.current[3], began))
+            func, _, _, context = job.current
+            result = await self._await(job.awaitable, context, job.started_at)
+            await self._record(func, job.started_at, result)
 
-    async def _record(
-        self, func: Callable[..., Any], began: float, result: Any, waiting: bool = False
-    ) -> None:
+    async def _record(self, func: Callable[..., Any], began: float, result: Any) -> None:
         """Report a cleanup that ended with ``result`` (``None``, an exception or a
         ``_TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
         timed_out = type(result) is _TimedOut
         if timed_out:
-            timeout = self._config.timeout
-            result = timeout_error(timeout, result.where)
-            log_timeout(func, timeout, self._request(), result, waiting)
+            message = _log.WAITED_OUT if result.waiting else _log.TIMED_OUT
+            timeout = self._phases.timeout
+            result = _log.timeout_error("cleanup", timeout, result.where)
+            _log.log_error(message, func, result, timeout, self._request())
         elif result is not None:
-            if not isinstance(result, Exception) and not _is_loop_cancellation(result):
+            # Its own cancellation (it cancelled its task, or raised the class) is a failure.
+            if not isinstance(result, (Exception, anyio.get_cancelled_exc_class())):
                 self._fail_fatally(func, result)
                 return
-            log_failure(func, result, self._request())
-        if result is not None and self._config.on_error is not None:
-            await self._call_hook("on_error", self._config.on_error, func, result, self._outcome)
+            _log.log_error(_log.FAILED, func, result, "", self._request())
+        if result is not None and self._phases.on_error is not None:
+            await self._call_hook("on_error", self._phases.on_error, func, result, self._outcome)
         if self._reports is not None:
             seconds = time.monotonic() - began
             self._reports.append(CleanupReport(func, seconds, result, timed_out))
@@ -272,37 +275,23 @@ class CleanupPhase:
     def _fail_fatally(self, func: Callable[..., Any], exc: BaseException) -> None:
         """A ``BaseException``: the rest still run, then the first one is raised."""
         if self._detached:
-            log_fatal(func, exc, self._request(), "in a phase of its own task")
+            why = "in a phase of its own task"
+            _log.log_error(_log.FATAL, func, exc, type(exc).__name__, why, self._request())
         elif self._fatal is None:
             self._fatal = exc
 
-    async def _complete(self, reports: list[CleanupReport]) -> None:
-        log_phase(reports, self._request())
-        hook = self._config.on_complete
-        if hook is not None:
-            await self._call_hook("on_complete", hook, tuple(reports), self._outcome)
-
     async def _call_hook(self, role: str, hook: Callable[..., Any], *args: Any) -> None:
-        """Call a sync or async hook on the event loop, within the timeout; log what it
-        raises."""
+        """Call a sync or async hook on the loop, within the timeout; log what it raises."""
         began = time.monotonic()
         try:
             result = hook(*args)
         except Exception as exc:
-            log_hook_failure(role, hook, exc, self._request())
-            return
-        if result is not None and inspect.isawaitable(result):
+            error: Any = exc
+        else:
+            if result is None or not inspect.isawaitable(result):
+                return
             error = await self._await(result, contextvars.copy_context(), began)
-            if type(error) is _TimedOut:
-                timeout = self._config.timeout
-                error = TimeoutError(f"hook timed out after {timeout:g}s").with_traceback(
-                    error.where
-                )
-            if error is not None:
-                log_hook_failure(role, hook, error, self._request())
-
-
-def _is_loop_cancellation(exc: BaseException) -> bool:
-    """A cleanup's own cancellation (it cancelled its task, or raised the class itself): a
-    failure like any other."""
-    return isinstance(exc, anyio.get_cancelled_exc_class())
+        if type(error) is _TimedOut:
+            error = _log.timeout_error("hook", self._phases.timeout, error.where)
+        if error is not None:
+            _log.log_error(f"{role} hook %s failed for %s", hook, error, self._request())

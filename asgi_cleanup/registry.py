@@ -1,7 +1,7 @@
 """``CleanupRegistry``, the request's list of cleanups at ``scope["cleanup"]``.
 
-The functions after the class are the phase's side of it (freeze, outcome, nested
-directives): the registry is the user's object, and only this module touches its state.
+The functions after the class are the phase's side of it (freeze, outcome, nested directives):
+the registry is the user's object, and only this module touches its state.
 """
 
 import logging
@@ -10,7 +10,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import Context, copy_context
 from functools import partial
-from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import check_cleanup, describe_callable
@@ -20,17 +19,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-# (func, args, kwargs, context): as register() received them, and a copy of the context
-# that was current then, which the cleanup runs in.
+# (func, args, kwargs, context): as register() received them, and a copy of the context then.
 Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context]
 Directive = Callable[[Outcome], Any]
 
 logger = logging.getLogger("asgi_cleanup")
 
-# Guards every registry's state against the freeze and worker threads. Held only for a list
-# operation (never while user code runs), so one lock shared by all registries is enough.
-# On the per-request path it is taken with acquire() and release(): a with statement costs
-# three times as much.
+# Guards every registry's state against the freeze and worker threads; held only for a list
+# operation, never while user code runs. acquire() and release() on the per-request path: a
+# with statement costs three times as much.
 _lock = threading.Lock()
 _acquire, _release = _lock.acquire, _lock.release
 
@@ -43,8 +40,7 @@ class CleanupRegistry:
     frozen: later registrations are ignored with a WARNING on the ``asgi_cleanup`` logger.
     """
 
-    # Class-level defaults instead of an __init__: a registry is made for every request, and
-    # most requests never touch it.
+    # Class-level defaults, not an __init__: most requests never touch their registry.
     _entries: list[Entry] | None = None
     _frozen = False
     _make_outcome: Callable[[], Outcome] | None = None
@@ -60,9 +56,9 @@ class CleanupRegistry:
 
         Returns ``func``, so ``@registry.register`` works as a decorator. Async callables are
         awaited on the event loop; sync ones run in a worker thread. Cleanups run in reverse
-        order of registration, each in a copy of the context (``contextvars``) that is
-        current now, so request ids and tracing spans set by the app are visible in it.
-        Once cleanups have started, nothing is added: a WARNING names ``func``.
+        order of registration, each in a copy of the context (``contextvars``) current now, so
+        request ids and tracing spans set by the app are visible in it. Once cleanups have
+        started, nothing is added: a WARNING names ``func``.
 
         :raises TypeError: if ``func`` is not callable, or is a generator or async generator
             function (calling it would run nothing).
@@ -79,10 +75,8 @@ class CleanupRegistry:
                 return func
         finally:
             _release()
-        logger.warning(
-            "Cleanup %s registered after cleanups started; it will not run",
-            describe_callable(func),
-        )
+        name = describe_callable(func)
+        logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
         return func
 
     def enter_context(self, cm: AbstractContextManager[T]) -> T:
@@ -99,14 +93,10 @@ class CleanupRegistry:
         :raises RuntimeError: if cleanups have started (``frozen``), before entering ``cm``:
             its exit could no longer run.
         """
-        cls = type(cm)
-        try:
-            enter = cls.__enter__
-            exit_ = cls.__exit__
-        except AttributeError:
-            raise TypeError(f"{cls.__qualname__!r} object is not a context manager") from None
-        self._check_open("enter_context", cm)
-        value = enter(cm)
+        enter, exit_ = self._methods(
+            cm, "enter_context", "a context manager", "__enter__", "__exit__"
+        )
+        value: T = enter(cm)
         self.register(_ContextExit(self, cm, exit_))
         return value
 
@@ -117,25 +107,27 @@ class CleanupRegistry:
         :raises TypeError: if ``cm`` is not an async context manager.
         :raises RuntimeError: if cleanups have started, before entering ``cm``.
         """
-        cls = type(cm)
-        try:
-            enter = cls.__aenter__
-            exit_ = cls.__aexit__
-        except AttributeError:
-            raise TypeError(
-                f"{cls.__qualname__!r} object is not an async context manager"
-            ) from None
-        self._check_open("enter_async_context", cm)
-        value = await enter(cm)
+        enter, exit_ = self._methods(
+            cm, "enter_async_context", "an async context manager", "__aenter__", "__aexit__"
+        )
+        value: T = await enter(cm)
         self.register(_AsyncContextExit(self, cm, exit_))
         return value
 
-    def _check_open(self, method: str, cm: object) -> None:
+    def _methods(
+        self, cm: object, caller: str, kind: str, enter: str, exit_: str
+    ) -> tuple[Any, Any]:
+        cls = type(cm)
+        try:
+            methods = getattr(cls, enter), getattr(cls, exit_)
+        except AttributeError:
+            raise TypeError(f"{cls.__qualname__!r} object is not {kind}") from None
         if self._frozen:
             raise RuntimeError(
-                f"{method}() called after cleanups started: {type(cm).__qualname__!r} object "
+                f"{caller}() called after cleanups started: {cls.__qualname__!r} object "
                 "not entered, as its exit could no longer run"
             )
+        return methods
 
     def unregister(self, func: Callable[..., Any]) -> None:
         """Remove every pending registration of ``func`` (compared with ``==``).
@@ -164,62 +156,49 @@ class CleanupRegistry:
         request's :class:`~asgi_cleanup.Outcome` for as long as any of its cleanups runs (one
         left behind past its timeout included); ``None`` again once the last has ended."""
         outcome = self._outcome
-        if outcome is None:
-            make = self._make_outcome
-            if make is not None:
-                outcome = self._outcome = make()
+        if outcome is None and self._make_outcome is not None:
+            outcome = self._outcome = self._make_outcome()
         return outcome
 
     def __len__(self) -> int:
         """The number of dynamic cleanups registered and not yet run."""
-        entries = self._entries
-        return 0 if entries is None else len(entries)
+        return 0 if self._entries is None else len(self._entries)
 
     def __repr__(self) -> str:
-        state = "frozen" if self._frozen else "open"
-        return f"<CleanupRegistry {state}, {len(self)} pending>"
+        return f"<CleanupRegistry {'frozen' if self._frozen else 'open'}, {len(self)} pending>"
 
 
-def freeze(registry: CleanupRegistry) -> list[Entry] | None:
-    """Close ``registry`` and hand over its entries, which the phase pops as they run (so
-    ``len(registry)`` counts those not yet run). A ``register()`` racing this either lands
-    before it, and runs, or after it, and is warned about."""
+def freeze(registry: CleanupRegistry) -> tuple[list[Entry] | None, list[Directive] | None]:
+    """Close ``registry``; hand over its entries, which the phase pops as they run (so
+    ``len(registry)`` counts those not yet run), and the directives nested middlewares added.
+    A ``register()`` racing this lands before it, and runs, or after it, and is warned about."""
     _acquire()
     try:
         registry._frozen = True
-        return registry._entries
+        return registry._entries, registry._directives
     finally:
         _release()
 
 
 def add_directives(registry: CleanupRegistry, directives: tuple[Directive, ...]) -> None:
     """Add a nested middleware's directive cleanups to the request's phase."""
+    if not directives:
+        return
     with _lock:
         if registry._directives is None:
-            registry._directives = list(directives)
-        else:
-            registry._directives.extend(directives)
-
-
-def added_directives(registry: CleanupRegistry) -> list[Directive] | None:
-    """The directive cleanups nested middlewares added, if any."""
-    return registry._directives
+            registry._directives = []
+        registry._directives.extend(directives)
 
 
 def begin_phase(
     registry: CleanupRegistry, make_outcome: Callable[[], Outcome], ended_with: BaseException | None
 ) -> None:
-    """Cleanups start: ``outcome`` reads ``make_outcome()`` (built on first use), and
-    context exits receive ``ended_with``, until ``end_phase`` and every ``hold_outcome``
-    have been let go of."""
+    """Cleanups start: ``outcome`` reads ``make_outcome()`` (built on first use), and context
+    exits receive ``ended_with``, until ``let_go`` has been called for the phase and for each
+    ``hold_outcome``."""
     registry._make_outcome = make_outcome
     registry._ended_with = ended_with
     registry._holders = 1
-
-
-def end_phase(registry: CleanupRegistry) -> None:
-    """The phase is over; the outcome is let go of once nothing left behind holds it."""
-    _let_go(registry)
 
 
 def hold_outcome(registry: CleanupRegistry) -> Callable[[], None]:
@@ -227,18 +206,18 @@ def hold_outcome(registry: CleanupRegistry) -> Callable[[], None]:
     any thread) once it has ended."""
     with _lock:
         registry._holders += 1
-    return partial(_let_go, registry)
+    return partial(let_go, registry)
 
 
-def _let_go(registry: CleanupRegistry) -> None:
-    # The outcome holds the scope, which holds the registry: a cycle that only the garbage
-    # collector would free, as would the exception's traceback through the request's frames.
+def let_go(registry: CleanupRegistry) -> None:
+    """One holder is done; after the last, the outcome is dropped. It holds the scope, which
+    holds the registry: a cycle only the garbage collector would free, as would the exception's
+    traceback through the request's frames."""
     _acquire()
     try:
         registry._holders -= 1
-        if registry._holders:
-            return
-        registry._make_outcome = registry._outcome = registry._ended_with = None
+        if not registry._holders:
+            registry._make_outcome = registry._outcome = registry._ended_with = None
     finally:
         _release()
 
@@ -247,38 +226,29 @@ class _ContextExit:
     """A sync context manager's exit, as a cleanup."""
 
     __slots__ = ("_cm", "_exit", "_registry")
+    _method = "__exit__"
 
     def __init__(self, registry: CleanupRegistry, cm: Any, exit_: Callable[..., Any]) -> None:
-        self._registry = registry
-        self._cm = cm
-        self._exit = exit_
+        self._registry, self._cm, self._exit = registry, cm, exit_
 
     @property
     def cleanup_name(self) -> str:
         cls = type(self._cm)
-        return f"{cls.__module__}.{cls.__qualname__}.__exit__"
+        return f"{cls.__module__}.{cls.__qualname__}.{self._method}"
+
+    def _exc_info(self) -> tuple[Any, Any, Any]:
+        exc = self._registry._ended_with
+        return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
 
     def __call__(self) -> None:
-        self._exit(self._cm, *_exc_info(self._registry._ended_with))
+        self._exit(self._cm, *self._exc_info())
 
 
 class _AsyncContextExit(_ContextExit):
     """An async context manager's exit, as a cleanup."""
 
     __slots__ = ()
-
-    @property
-    def cleanup_name(self) -> str:
-        cls = type(self._cm)
-        return f"{cls.__module__}.{cls.__qualname__}.__aexit__"
+    _method = "__aexit__"
 
     async def __call__(self) -> None:  # type: ignore[override]
-        await self._exit(self._cm, *_exc_info(self._registry._ended_with))
-
-
-def _exc_info(
-    exc: BaseException | None,
-) -> tuple[type[BaseException] | None, BaseException | None, TracebackType | None]:
-    if exc is None:
-        return None, None, None
-    return type(exc), exc, exc.__traceback__
+        await self._exit(self._cm, *self._exc_info())
