@@ -209,7 +209,11 @@ class SyncJob:
                 done = (func, time.monotonic() - began, exc)
                 continue
             if result is not None and inspect.isawaitable(result):
-                self.awaitable = result  # the event loop awaits it, and reports the cleanup
+                with self.lock:
+                    if not self.abandoned:
+                        self.awaitable = result  # the event loop awaits it and reports it
+                        return
+                self._drop(func, result)
                 return
             done = (func, time.monotonic() - began, None) if self._record_successes else None
         if self.late is not None and self.current is None:
@@ -226,10 +230,14 @@ class SyncJob:
             log_error(FAILED, func, exc, " after it was abandoned", self._request)
             return
         if result is not None and inspect.isawaitable(result):
-            log_error(DROPPED, func, None, self._request)
-            close = getattr(result, "close", None)
-            if callable(close):  # a coroutine: closed, so not warned about as never awaited
-                close()
+            self._drop(func, result)
+
+    def _drop(self, func: Callable[..., Any], awaitable: Any) -> None:
+        """An awaitable returned after the phase stopped waiting: nobody can await it."""
+        log_error(DROPPED, func, None, self._request)
+        close = getattr(awaitable, "close", None)
+        if callable(close):  # a coroutine: closed, so not warned about as never awaited
+            close()
 
 
 _RUN_CODE = SyncJob._run.__code__

@@ -4,9 +4,11 @@ one abandoned at its timeout, and one given up waiting for a free thread (it run
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -188,3 +190,39 @@ async def test_a_base_exception_from_an_abandoned_sync_cleanup_is_logged(
     assert "exits_the_process_late raised SystemExit after it was abandoned" in record.getMessage()
     assert record.exc_info is not None
     assert type(record.exc_info[1]) is SystemExit
+
+
+@pytest.mark.anyio
+async def test_an_awaitable_from_a_sync_cleanup_abandoned_at_its_timeout_is_closed_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nobody is left to await it: it is closed, so Python does not warn it was never awaited.
+    returned = threading.Event()
+
+    async def never_awaited() -> None:
+        raise AssertionError("an abandoned cleanup's awaitable is not awaited")
+
+    def slow_then_awaitable() -> Any:
+        time.sleep(0.3)
+        coro = never_awaited()
+        returned.set()
+        return coro
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["cleanup"].register(slow_then_awaitable)
+        for message in respond():
+            await send(message)
+
+    middleware = CleanupMiddleware(app, timeout=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await call(middleware)
+        with anyio.fail_after(3):
+            await middleware.drain()
+        assert returned.is_set()
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)], caught
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(
+        "slow_then_awaitable returned an awaitable after it was abandoned" in m for m in messages
+    ), messages
