@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-_EAGER = sys.version_info >= (3, 12)
+EAGER = sys.version_info >= (3, 12)  # asyncio tasks can start eagerly (public from 3.12)
 
 
 class _TrioTask:
@@ -70,7 +70,7 @@ def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) 
         loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
     except RuntimeError:
         return _TrioTask(coro, context)
-    if eager and _EAGER:
+    if eager and EAGER:
         # eager_start is new in 3.12; mypy checks against 3.11.
         return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg]
     return loop.create_task(coro, context=context)

@@ -10,9 +10,10 @@ import anyio
 from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
+from ._phases import Phases
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .outcome import CompleteHook, ErrorHook, Outcome
-from .phase import CleanupPhase, Phases
+from .phase import CleanupPhase
 from .registry import CleanupRegistry, Directive, Entry, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 

@@ -1,8 +1,10 @@
-"""A request's cleanup phase, and a middleware's phases: settings, and what ``drain()`` waits for.
+"""A request's cleanup phase.
 
-Dynamic cleanups run last registered first, then directive cleanups, each once: an async one
-in a task of its own (eager on 3.12+), so it can be abandoned at its timeout and shares its task
-with no other request; consecutive sync ones in one hop to a worker thread.
+Dynamic cleanups run last registered first, then directive cleanups, each once. Async ones run
+in tasks of the phase's, which no other request shares, so that one can be abandoned at its
+timeout: on asyncio 3.12+ a task each, started eagerly (one that ends in its first step costs
+no scheduling); on 3.11 and trio, where nothing starts eagerly, one task for each run of
+consecutive async cleanups (``_batch``). Consecutive sync ones share one hop to a worker thread.
 """
 
 import contextvars
@@ -17,79 +19,17 @@ from typing import Any, NamedTuple
 import anyio
 
 from . import _log
-from ._backend import CleanupTask, Waiter, start_task, task_error, task_signal, unshield
+from ._backend import EAGER, CleanupTask, Waiter, start_task, task_error, task_signal, unshield
+from ._batch import AsyncBatch
 from ._describe import describe_request, is_async_callable
-from ._threads import SyncJob, WorkerPool
-from .outcome import CleanupReport, CompleteHook, ErrorHook, Outcome
+from ._phases import Phases
+from ._threads import SyncJob
+from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
 
 logger = logging.getLogger("asgi_cleanup")
 
 ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
-
-
-class Phases:
-    """A middleware's phase settings, its phases, and the cleanups they left behind."""
-
-    def __init__(
-        self,
-        timeout: float | None,
-        shutdown_timeout: float | None,
-        thread_limit: int,
-        on_error: ErrorHook | None,
-        on_complete: CompleteHook | None,
-    ) -> None:
-        self.timeout, self.shutdown_timeout = timeout, shutdown_timeout
-        self.on_error, self.on_complete = on_error, on_complete
-        self.pool = WorkerPool(thread_limit)
-        self.running: set[CleanupPhase] = set()
-        self.left_behind: set[CleanupTask] = set()
-        self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references
-        self._idle: anyio.Event | None = None
-        self.released = False  # the shutdown's bound has passed
-
-    def spawn(self, phase: "CleanupPhase") -> None:
-        self.running.add(phase)
-        task = start_task(phase.run(detached=True), contextvars.copy_context(), eager=False)
-        self._detached.add(task)
-        task.add_done_callback(self._detached.discard)
-
-    def leave_behind(self, task: CleanupTask, let_go: Callable[[], None]) -> None:
-        """Track a cleanup its phase stopped waiting for until it ends; then ``let_go()``."""
-        self.left_behind.add(task)
-
-        def ended(_: object) -> None:
-            task_error(task)  # retrieved: what it did past its timeout was reported as that
-            self.left_behind.discard(task)
-            let_go()
-            self._check_idle()
-
-        task.add_done_callback(ended)
-
-    def _check_idle(self) -> None:
-        if self._idle is not None and not self.running and not self.left_behind:
-            self._idle.set()
-            self._idle = None
-
-    async def drain(self) -> None:
-        """Wait until no phase runs or is pending and no cleanup left behind still runs."""
-        while True:
-            while self.running or self.left_behind:
-                if self._idle is None:
-                    self._idle = anyio.Event()
-                await self._idle.wait()
-            # Phases left sync cleanups behind before they finished: those come after them.
-            await self.pool.wait_left_behind()
-            if not self.running and not self.left_behind:
-                return
-
-    def release(self) -> None:
-        """The shutdown's bound has passed: hold back no cancellation, shield nothing."""
-        self.released = True
-        for phase in list(self.running):
-            phase.release()
-        for task in (*self.left_behind, *self._detached):
-            unshield(task)
 
 
 class _TimedOut(NamedTuple):  # what a cleanup past its timeout gives
@@ -144,8 +84,7 @@ class CleanupPhase:
             if not detached:  # else the shutdown's bound passed: cut short, as it should be
                 raise
         finally:
-            self._phases.running.discard(self)
-            self._phases._check_idle()
+            self._phases.finished(self)
             let_go(self._registry)
         if not detached:
             if self._fatal is not None:
@@ -166,6 +105,9 @@ class CleanupPhase:
             while pending:
                 if not is_async_callable(pending[-1][0]):
                     await self._run_sync(pending, then)
+                    continue
+                if not EAGER:  # one task for the run of async cleanups, not one each
+                    await self._run_batch(pending)
                     continue
                 func, args, kwargs, context = pending.pop()
                 began = time.monotonic()
@@ -226,6 +168,43 @@ class CleanupPhase:
             raise
         finally:
             self._current = None
+
+    async def _run_batch(self, pending: list[Entry]) -> None:
+        """The async cleanups at the end of ``pending``, in one task (see ``_batch``)."""
+        timeout = self._phases.timeout
+        batch = AsyncBatch(pending, timeout)
+        task = self._current = start_task(batch.run(), contextvars.copy_context(), eager=False)
+        left_behind: Any = None
+        try:
+            while not task.done():
+                step, seq = batch.step, batch.seq
+                # Before its first step the batch has no cleanup running: look again soon.
+                began = batch.began if seq else time.monotonic()
+                deadline = None if timeout is None else began + timeout
+                if await self._wait(step, deadline) or batch.seq != seq or not seq:
+                    continue
+                assert deadline is not None
+                assert timeout is not None
+                where = _log.suspended_traceback(batch.coro)
+                batch.cut(seq, where)
+                if await self._wait(step, deadline + min(ABANDON_GRACE, timeout)):
+                    continue
+                # It does not stop when cancelled: it goes on, and drain() waits for it.
+                batch.abandoned = True
+                self._phases.leave_behind(task, hold_outcome(self._registry))
+                left_behind = (batch.current, batch.began, _TimedOut(where))
+                break
+        except BaseException:
+            unshield(task)  # the phase is cut short: the shutdown's bound has passed
+            raise
+        finally:
+            self._current = None
+        for func, began, error, overran, where in batch.results:
+            result = _TimedOut(where) if overran else error
+            if result is not None or self._reports is not None:
+                await self._record(func, began, result)
+        if left_behind is not None:
+            await self._record(*left_behind)
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""

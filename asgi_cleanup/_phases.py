@@ -1,0 +1,82 @@
+"""A middleware's cleanup phases: their settings, the phases running or pending, and the
+cleanups they left behind, which ``drain()`` and the lifespan shutdown wait for."""
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._backend import CleanupTask, start_task, task_error, unshield
+from ._threads import WorkerPool
+from .outcome import CompleteHook, ErrorHook
+
+
+class Phases:
+    """A middleware's phase settings, its phases, and the cleanups they left behind."""
+
+    def __init__(
+        self,
+        timeout: float | None,
+        shutdown_timeout: float | None,
+        thread_limit: int,
+        on_error: ErrorHook | None,
+        on_complete: CompleteHook | None,
+    ) -> None:
+        self.timeout, self.shutdown_timeout = timeout, shutdown_timeout
+        self.on_error, self.on_complete = on_error, on_complete
+        self.pool = WorkerPool(thread_limit)
+        self.running: set[Any] = set()  # the CleanupPhase objects running or pending
+        self.left_behind: set[CleanupTask] = set()
+        self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references
+        self._idle: anyio.Event | None = None
+        self.released = False  # the shutdown's bound has passed
+
+    def spawn(self, phase: Any) -> None:
+        """Run ``phase`` (a ``CleanupPhase``) in a task of its own, not eagerly."""
+        self.running.add(phase)
+        task = start_task(phase.run(detached=True), contextvars.copy_context(), eager=False)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    def finished(self, phase: Any) -> None:
+        """``phase`` has ended: ``drain()`` no longer waits for it."""
+        self.running.discard(phase)
+        self._check_idle()
+
+    def leave_behind(self, task: CleanupTask, let_go: Callable[[], None]) -> None:
+        """Track a cleanup its phase stopped waiting for until it ends; then ``let_go()``."""
+        self.left_behind.add(task)
+
+        def ended(_: object) -> None:
+            task_error(task)  # retrieved: what it did past its timeout was reported as that
+            self.left_behind.discard(task)
+            let_go()
+            self._check_idle()
+
+        task.add_done_callback(ended)
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self.running and not self.left_behind:
+            self._idle.set()
+            self._idle = None
+
+    async def drain(self) -> None:
+        """Wait until no phase runs or is pending and no cleanup left behind still runs."""
+        while True:
+            while self.running or self.left_behind:
+                if self._idle is None:
+                    self._idle = anyio.Event()
+                await self._idle.wait()
+            # Phases left sync cleanups behind before they finished: those come after them.
+            await self.pool.wait_left_behind()
+            if not self.running and not self.left_behind:
+                return
+
+    def release(self) -> None:
+        """The shutdown's bound has passed: hold back no cancellation, shield nothing."""
+        self.released = True
+        for phase in list(self.running):
+            phase.release()
+        for task in (*self.left_behind, *self._detached):
+            unshield(task)
