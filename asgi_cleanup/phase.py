@@ -106,8 +106,8 @@ class CleanupPhase:
                 if not is_async_callable(pending[-1][0]):
                     await self._run_sync(pending, then)
                     continue
-                if not EAGER:  # one task for the run of async cleanups, not one each
-                    await self._run_batch(pending)
+                if not EAGER and len(pending) > 1 and is_async_callable(pending[-2][0]):
+                    await self._run_batch(pending)  # one task for the run, not one each
                     continue
                 func, args, kwargs, context = pending.pop()
                 began = time.monotonic()

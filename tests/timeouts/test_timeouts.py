@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -192,3 +193,43 @@ def test_trio_timeouts_still_apply_to_a_phase_of_its_own_once_the_main_task_retu
     timeouts = [r for r in caplog.records if "timed out after 0.2s" in r.getMessage()]
     assert len(timeouts) == 2
     assert timeouts[0].created - began_at < 0.6
+
+
+async def test_a_cleanup_left_behind_among_async_ones_lets_the_rest_run_each_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On 3.11 and trio consecutive async cleanups share one task: the one that does not stop
+    # at its timeout is left behind there, and the rest go on in a new task, once each.
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.05)
+    ran: list[str] = []
+    stubborn_ended = anyio.Event()
+
+    def named(name: str) -> Any:
+        async def cleanup() -> None:
+            await anyio.sleep(0.01)
+            ran.append(name)
+
+        return cleanup
+
+    async def stubborn() -> None:
+        end = time.monotonic() + 0.4
+        with anyio.CancelScope(shield=True):
+            while end > time.monotonic():
+                with contextlib.suppress(anyio.get_cancelled_exc_class()):
+                    await anyio.sleep(end - time.monotonic())
+        ran.append("stubborn")
+        stubborn_ended.set()
+
+    middleware = CleanupMiddleware(
+        app_registering(named("first"), named("second"), stubborn, named("third")), timeout=0.1
+    )
+    began = time.monotonic()
+    with anyio.fail_after(3):
+        await call(middleware)
+    assert time.monotonic() - began < 0.35  # not the stubborn cleanup's 0.4 s
+    assert ran == ["third", "second", "first"]
+    with anyio.fail_after(3):
+        await middleware.drain()
+    assert ran == ["third", "second", "first", "stubborn"]
+    timeouts = [r for r in caplog.records if "stubborn timed out after 0.1s" in r.getMessage()]
+    assert len(timeouts) == 1
