@@ -61,6 +61,17 @@ class _TrioTask:
 CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
 
 
+def starts_eagerly() -> bool:
+    """Whether a task started here runs its first step at once (asyncio on 3.12+; never trio)."""
+    if not EAGER:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
     """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
     With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done

@@ -19,7 +19,15 @@ from typing import Any, NamedTuple
 import anyio
 
 from . import _log
-from ._backend import EAGER, CleanupTask, Waiter, start_task, task_error, task_signal, unshield
+from ._backend import (
+    CleanupTask,
+    Waiter,
+    start_task,
+    starts_eagerly,
+    task_error,
+    task_signal,
+    unshield,
+)
 from ._batch import AsyncBatch
 from ._describe import describe_request, is_async_callable
 from ._phases import Phases
@@ -101,12 +109,13 @@ class CleanupPhase:
 
     async def _run(self) -> None:
         entries, later = self._entries, self._later
+        eager = starts_eagerly()
         for pending, then in ((entries, later), (later, None)):
             while pending:
                 if not is_async_callable(pending[-1][0]):
                     await self._run_sync(pending, then)
                     continue
-                if not EAGER and len(pending) > 1 and is_async_callable(pending[-2][0]):
+                if not eager and len(pending) > 1 and is_async_callable(pending[-2][0]):
                     await self._run_batch(pending)  # one task for the run, not one each
                     continue
                 func, args, kwargs, context = pending.pop()
