@@ -51,25 +51,11 @@ class _TrioTask:
     def cancel(self) -> None:
         self._scope.cancel()
 
-    def get_coro(self) -> Coroutine[Any, Any, Any]:
-        return self._coro
-
     def add_done_callback(self, callback: Callable[[Any], object], /) -> None:
         self._callbacks.append(callback)
 
 
 CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
-
-
-def starts_eagerly() -> bool:
-    """Whether a task started here runs its first step at once (asyncio on 3.12+; never trio)."""
-    if not EAGER:
-        return False
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
@@ -120,11 +106,6 @@ def new_signal() -> Any:
         import trio
 
         return trio.Event()
-
-
-def task_signal(task: CleanupTask) -> Any:
-    """The signal set when ``task`` has finished: an asyncio task is one itself."""
-    return task.finished if isinstance(task, _TrioTask) else task
 
 
 def set_signal(signal: Any) -> None:

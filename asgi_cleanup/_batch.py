@@ -1,9 +1,12 @@
-"""A run of consecutive async cleanups in one task, where tasks do not start eagerly (Python
-3.11, trio): one task and a few turns of the event loop for the run, not for each cleanup.
+"""A run of consecutive async cleanups, in one task of the phase's: started eagerly where asyncio
+can (3.12+), so that cleanups that end in their first step cost no scheduling at all; on 3.11
+and trio, one task and a few turns of the event loop for the whole run, not for each cleanup.
 
-Each cleanup still runs in its own context (every step of it, in ``context.run``). The phase
-cuts the current one at its timeout (``cut``); if it does not stop, the phase abandons the
-batch, which ends with that cleanup, and goes on with the rest in a new one.
+Each cleanup runs in its own context (every step of it, in ``context.run``) and under a cancel
+scope of the run's. The phase cuts the current cleanup at its timeout by cancelling that scope,
+so one that shields itself (``anyio.CancelScope(shield=True)``) is not stopped, on asyncio as on
+trio. If it does not stop, the phase abandons the run, which ends with that cleanup, and goes on
+with the rest in a new one.
 """
 
 import asyncio
@@ -12,6 +15,8 @@ import types
 from collections.abc import Callable, Generator
 from contextvars import Context
 from typing import Any
+
+import anyio
 
 from ._backend import new_signal, set_signal
 from ._describe import is_async_callable
@@ -23,95 +28,118 @@ Result = tuple[Callable[..., Any], float, BaseException | None, bool, types.Trac
 
 
 class AsyncBatch:
-    """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to."""
+    """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to;
+    the first began at ``began``, if given (its timeout counts from there)."""
 
-    def __init__(self, pending: list[Entry], timeout: float | None) -> None:
+    def __init__(self, pending: list[Entry], timeout: float | None, began: float | None) -> None:
         self.pending = pending
         self.timeout = timeout
         self.results: list[Result] = []
         self.current: Callable[..., Any] | None = None
-        self.began = 0.0
+        self.began = 0.0 if began is None else began
         self.seq = 0  # which cleanup is running: counts up
         self.coro: Any = None
-        self.step = new_signal()  # set when the current cleanup ends
         self.abandoned = False
+        self.waited = False  # the current cleanup has waited at least once
+        self._first_began = began
+        self._step: Any = None  # set when the current cleanup ends; made when asked for
         self._cut = False
         self._where: types.TracebackType | None = None
-        self._scope: Any = None  # trio: the current cleanup's cancel scope
-        self._task: asyncio.Task[Any] | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    def step(self) -> Any:
+        """The signal (see ``new_signal``) set when the current cleanup has ended."""
+        if self._step is None:
+            self._step = new_signal()
+        return self._step
 
     def cut(self, seq: int, where: types.TracebackType | None) -> None:
         """Cancel cleanup ``seq`` if it is still the one running: its timeout has passed;
         ``where`` it was then goes with its result."""
-        if seq != self.seq or self._cut:
-            return
-        self._cut, self._where = True, where
-        if self._task is not None:
-            self._task.cancel()
-        elif self._scope is not None:
+        if seq == self.seq and not self._cut and self._scope is not None:
+            self._cut, self._where = True, where
             self._scope.cancel()
+
+    def _more(self) -> bool:
+        pending = self.pending
+        return bool(pending) and not self.abandoned and is_async_callable(pending[-1][0])
 
     async def run(self) -> None:
         try:
-            self._task = asyncio.current_task()
-        except RuntimeError:  # trio
-            import trio
-
-            make_scope: Callable[[], Any] | None = trio.CancelScope
-        else:
-            make_scope = None
-        pending = self.pending
-        while pending and not self.abandoned and is_async_callable(pending[-1][0]):
-            func, args, kwargs, context = pending.pop()
-            self.current, self.began, self._cut, self._where = func, time.monotonic(), False, None
-            self.seq += 1
-            error: BaseException | None = None
-            waited: list[bool] = []
-            try:
-                awaitable = func(*args, **kwargs)
-                self.coro = awaitable if type(awaitable) is types.CoroutineType else None
-                if make_scope is None:
-                    await _in_context(awaitable, context, waited)
+            task: asyncio.Task[Any] | None = asyncio.current_task()
+        except RuntimeError:  # trio: no task can cancel itself there
+            task = None
+        while self._more():
+            # A scope for the run, and a fresh one after each cut: a scope per cleanup would
+            # cost more than the rest of the phase on asyncio.
+            with anyio.CancelScope() as self._scope:
+                while self._more():
+                    error = await self._run_next()
+                    if self._cut or (task is not None and task.cancelling()):
+                        break  # ended below, outside the cancelled scope
+                    self._finish(error)
                 else:
-                    with make_scope() as self._scope:
-                        await _in_context(awaitable, context, waited)
-            except BaseException as exc:  # all of them: the rest still run
-                error = exc
-            overran = self._cut
-            if self._task is not None and (self._cut or self._task.cancelling()):
-                error = await self._settle_cancellation(error)
+                    continue
+            if task is not None and task.cancelling():
+                error = await _settle_cancellation(task, error, own=not self._cut)
             if self.abandoned:
                 return
-            if not overran and self.timeout is not None:
-                # One that blocked the event loop past its deadline after it waited overran.
-                overran = bool(waited) and time.monotonic() >= self.began + self.timeout
-            self.results.append(
-                (func, self.began, None if overran else error, overran, self._where)
-            )
-            step, self.step = self.step, new_signal()
-            set_signal(step)
-        set_signal(self.step)
+            self._finish(error)
+        if self._step is not None:
+            set_signal(self._step)
 
-    async def _settle_cancellation(self, error: BaseException | None) -> BaseException | None:
-        """On asyncio, after a cleanup its task was cancelled during (by the phase at its
-        timeout, or by the cleanup itself): let a cancellation not yet delivered come now,
-        and take it back, so that the next cleanup does not receive it."""
-        task = self._task
-        assert task is not None
-        own = not self._cut
-        if not isinstance(error, asyncio.CancelledError):
-            try:
-                await asyncio.sleep(0)
-            except asyncio.CancelledError as exc:
-                error = exc if own else error
-        while task.cancelling():
-            task.uncancel()
-        return error
+    async def _run_next(self) -> BaseException | None:
+        func, args, kwargs, context = self.pending.pop()
+        began, self._first_began = self._first_began, None
+        self.current, self.began = func, time.monotonic() if began is None else began
+        self._cut, self._where, self.waited = False, None, False
+        if not self.seq and self._step is not None:
+            self._wake()  # the phase waits for the first to begin, to time it
+        self.seq += 1
+        try:
+            awaitable = func(*args, **kwargs)
+            self.coro = awaitable if type(awaitable) is types.CoroutineType else None
+            await _in_context(awaitable, context, self)
+        except BaseException as exc:  # all of them: the rest still run
+            return exc
+        return None
+
+    def _finish(self, error: BaseException | None) -> None:
+        """The current cleanup has ended with ``error``."""
+        assert self.current is not None
+        overran = self._cut
+        if not overran and self.timeout is not None:
+            # One that blocked the event loop past its deadline after it waited overran.
+            overran = self.waited and time.monotonic() >= self.began + self.timeout
+        result = (self.current, self.began, None if overran else error, overran, self._where)
+        self.results.append(result)
+        if self._step is not None:
+            self._wake()
+
+    def _wake(self) -> None:
+        step, self._step = self._step, None
+        set_signal(step)
+
+
+async def _settle_cancellation(
+    task: "asyncio.Task[Any]", error: BaseException | None, own: bool
+) -> BaseException | None:
+    """After a cleanup that cancelled its own task (``own``), or was cut while it did: let a
+    cancellation not yet delivered come now, and take it back, so that the next cleanup does
+    not receive it."""
+    if not isinstance(error, asyncio.CancelledError):
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError as exc:
+            error = exc if own else error
+    while task.cancelling():
+        task.uncancel()
+    return error
 
 
 @types.coroutine
-def _in_context(awaitable: Any, context: Context, waited: list[bool]) -> Generator[Any, Any, Any]:
-    """``await awaitable`` with each of its steps run in ``context``; ``waited`` gets an item
+def _in_context(awaitable: Any, context: Context, batch: AsyncBatch) -> Generator[Any, Any, Any]:
+    """``await awaitable`` with each of its steps run in ``context``; ``batch.waited`` is set
     once it has waited."""
     coro = awaitable.__await__() if type(awaitable) is not types.CoroutineType else awaitable
     send, throw = coro.send, coro.throw
@@ -122,8 +150,7 @@ def _in_context(awaitable: Any, context: Context, waited: list[bool]) -> Generat
             yielded = context.run(send, value) if error is None else context.run(throw, error)
         except StopIteration as stop:
             return stop.value
-        if not waited:
-            waited.append(True)
+        batch.waited = True
         try:
             value, error = (yield yielded), None
         except BaseException as exc:  # a cancellation, thrown into the cleanup

@@ -1,10 +1,8 @@
 """A request's cleanup phase.
 
-Dynamic cleanups run last registered first, then directive cleanups, each once. Async ones run
-in tasks of the phase's, which no other request shares, so that one can be abandoned at its
-timeout: on asyncio 3.12+ a task each, started eagerly (one that ends in its first step costs
-no scheduling); on 3.11 and trio, where nothing starts eagerly, one task for each run of
-consecutive async cleanups (``_batch``). Consecutive sync ones share one hop to a worker thread.
+Dynamic cleanups run last registered first, then directive cleanups, each once. Consecutive
+async ones share a task of the phase's (``_batch``), which no other request shares, so that one
+can be abandoned at its timeout; consecutive sync ones share one hop to a worker thread.
 """
 
 import contextvars
@@ -12,22 +10,14 @@ import inspect
 import logging
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NamedTuple
 
 import anyio
 
 from . import _log
-from ._backend import (
-    CleanupTask,
-    Waiter,
-    start_task,
-    starts_eagerly,
-    task_error,
-    task_signal,
-    unshield,
-)
+from ._backend import CleanupTask, Waiter, start_task, unshield
 from ._batch import AsyncBatch
 from ._describe import describe_request, is_async_callable
 from ._phases import Phases
@@ -43,6 +33,9 @@ ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to
 class _TimedOut(NamedTuple):  # what a cleanup past its timeout gives
     where: types.TracebackType | None  # where it was then, if known
     waiting: bool = False  # still waiting for a worker thread
+
+
+Ran = tuple[Callable[..., Any], float, Any]  # a cleanup, when it began, and _record's result
 
 
 class CleanupPhase:
@@ -108,32 +101,15 @@ class CleanupPhase:
             unshield(self._current)
 
     async def _run(self) -> None:
-        entries, later = self._entries, self._later
-        eager = starts_eagerly()
-        for pending, then in ((entries, later), (later, None)):
+        for pending, then in ((self._entries, self._later), (self._later, None)):
             while pending:
-                if not is_async_callable(pending[-1][0]):
-                    await self._run_sync(pending, then)
-                    continue
-                if not eager and len(pending) > 1 and is_async_callable(pending[-2][0]):
-                    await self._run_batch(pending)  # one task for the run, not one each
-                    continue
-                func, args, kwargs, context = pending.pop()
-                began = time.monotonic()
-                try:
-                    # Calling an async callable runs none of its code: no context needed yet.
-                    awaitable = func(*args, **kwargs)
-                except Exception as exc:  # arguments that do not fit
-                    result: Any = exc
-                except BaseException as exc:
-                    self._fail_fatally(func, exc)
-                    continue
+                if is_async_callable(pending[-1][0]):
+                    results = await self._run_async(pending)
                 else:
-                    task = start_task(awaitable, context)
-                    # Most end in their first step: no await at all then.
-                    result = task_error(task) if task.done() else await self._finish(task, began)
-                if result is not None or self._reports is not None:
-                    await self._record(func, began, result)
+                    results = await self._run_sync(pending, then)
+                for func, began, result in results:
+                    if result is not None or self._reports is not None:
+                        await self._record(func, began, result)
         hook = self._phases.on_complete
         if self._reports is not None:
             _log.log_phase(self._reports, self._request())
@@ -145,77 +121,42 @@ class CleanupPhase:
             self._waiter = Waiter(self._phases.shutdown_timeout, self._phases.released)
         return await self._waiter.wait(signal, deadline)
 
-    async def _await(self, awaitable: Any, context: contextvars.Context, began: float) -> Any:
-        """Await ``awaitable`` in a task of its own, in ``context``, until ``began`` plus the
-        timeout: ``None``, what it raised, or a ``_TimedOut``."""
-        task = start_task(awaitable, context)
-        return task_error(task) if task.done() else await self._finish(task, began)
-
-    async def _finish(self, task: CleanupTask, began: float) -> Any:
-        self._current = task
-        try:
-            done = task_signal(task)
-            timeout = self._phases.timeout
-            if timeout is None:
-                await self._wait(done, None)
-                return task_error(task)
-            deadline = began + timeout
-            if await self._wait(done, deadline):
-                error = task_error(task)
-                # One that blocked the event loop past its deadline after it last waited overran.
-                return _TimedOut(None) if time.monotonic() >= deadline else error
-            where = _log.suspended_traceback(task.get_coro())
-            task.cancel()
-            if await self._wait(done, deadline + min(ABANDON_GRACE, timeout)):
-                task_error(task)  # what it raised once cancelled is its timeout's doing
-            else:
-                # It does not stop when cancelled: it goes on, and drain() waits for it.
-                self._phases.leave_behind(task, hold_outcome(self._registry))
-            return _TimedOut(where)
-        except BaseException:
-            unshield(task)  # the phase is cut short: the shutdown's bound has passed
-            raise
-        finally:
-            self._current = None
-
-    async def _run_batch(self, pending: list[Entry]) -> None:
-        """The async cleanups at the end of ``pending``, in one task (see ``_batch``)."""
+    async def _run_async(self, pending: list[Entry], began: float | None = None) -> list[Ran]:
+        """The async cleanups at the end of ``pending``, in a task of their own (``_batch``);
+        the first began at ``began``, if given."""
         timeout = self._phases.timeout
-        batch = AsyncBatch(pending, timeout)
-        task = self._current = start_task(batch.run(), contextvars.copy_context(), eager=False)
-        left_behind: Any = None
+        batch = AsyncBatch(pending, timeout, began)
+        task = self._current = start_task(batch.run(), contextvars.copy_context())
+        abandoned: list[Ran] = []
         try:
             while not task.done():
-                step, seq = batch.step, batch.seq
-                # Before its first step the batch has no cleanup running: look again soon.
-                began = batch.began if seq else time.monotonic()
-                deadline = None if timeout is None else began + timeout
-                if await self._wait(step, deadline) or batch.seq != seq or not seq:
+                seq = batch.seq
+                if timeout is None or not seq:
+                    # Nothing to time (yet): wait for the next to begin or end.
+                    await self._wait(batch.step(), None)
                     continue
-                assert deadline is not None
-                assert timeout is not None
+                deadline = batch.began + timeout
+                if await self._wait(batch.step(), deadline) or batch.seq != seq:
+                    continue
                 where = _log.suspended_traceback(batch.coro)
                 batch.cut(seq, where)
-                if await self._wait(step, deadline + min(ABANDON_GRACE, timeout)):
+                if await self._wait(batch.step(), deadline + min(ABANDON_GRACE, timeout)):
                     continue
                 # It does not stop when cancelled: it goes on, and drain() waits for it.
                 batch.abandoned = True
                 self._phases.leave_behind(task, hold_outcome(self._registry))
-                left_behind = (batch.current, batch.began, _TimedOut(where))
+                assert batch.current is not None
+                abandoned.append((batch.current, batch.began, _TimedOut(where)))
                 break
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
             raise
         finally:
             self._current = None
-        for func, began, error, overran, where in batch.results:
-            result = _TimedOut(where) if overran else error
-            if result is not None or self._reports is not None:
-                await self._record(func, began, result)
-        if left_behind is not None:
-            await self._record(*left_behind)
+        ran = [(f, b, _TimedOut(w) if over else e) for f, b, e, over, w in batch.results]
+        return ran + abandoned
 
-    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> None:
+    async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> list[Ran]:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
         timeout, pool = self._phases.timeout, self._phases.pool
         job = SyncJob(pending, then, self._request(), self._reports is not None)
@@ -226,18 +167,20 @@ class CleanupPhase:
             abandoned = job.abandon(timeout, pool, partial(hold_outcome, self._registry))
             if abandoned is not None:
                 break
-        for func, seconds, error in job.results:
-            await self._record(func, time.monotonic() - seconds, error)
+        now = time.monotonic()
+        ran: list[Ran] = [(func, now - seconds, error) for func, seconds, error in job.results]
         if abandoned is not None:
             (func, *_), where = abandoned
-            await self._record(func, job.started_at, _TimedOut(where, job.late is not None))
+            ran.append((func, job.started_at, _TimedOut(where, job.late is not None)))
         elif job.current is not None and job.fatal is not None:
-            self._fail_fatally(job.current[0], job.fatal)
+            ran.append((job.current[0], job.started_at, job.fatal))
         elif job.current is not None and job.awaitable is not None:
             # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
             func, _, _, context = job.current
-            result = await self._await(job.awaitable, context, job.started_at)
-            await self._record(func, job.started_at, result)
+            entry: Entry = (_awaited, (job.awaitable,), {}, context)
+            ((_, _, result),) = await self._run_async([entry], job.started_at)
+            ran.append((func, job.started_at, result))
+        return ran
 
     async def _record(self, func: Callable[..., Any], began: float, result: Any) -> None:
         """Report a cleanup that ended with ``result`` (``None``, an exception or a
@@ -278,8 +221,13 @@ class CleanupPhase:
         else:
             if result is None or not inspect.isawaitable(result):
                 return
-            error = await self._await(result, contextvars.copy_context(), began)
+            entry: Entry = (_awaited, (result,), {}, contextvars.copy_context())
+            ((_, _, error),) = await self._run_async([entry], began)
         if type(error) is _TimedOut:
             error = _log.timeout_error("hook", self._phases.timeout, error.where)
         if error is not None:
             _log.log_error(f"{role} hook %s failed for %s", hook, error, self._request())
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> None:
+    await awaitable

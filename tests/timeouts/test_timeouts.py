@@ -68,6 +68,32 @@ async def test_cleanup_that_shields_itself_is_abandoned_at_its_timeout_and_the_n
     assert any("shields_itself timed out" in m for m in errors), errors
 
 
+async def test_cleanup_that_shields_itself_goes_on_to_its_end_after_its_timeout_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same on asyncio and trio: the timeout cancels through a cancel scope, which an
+    # anyio shield keeps out, not through a native Task.cancel(), which it does not.
+    monkeypatch.setattr("asgi_cleanup.phase.ABANDON_GRACE", 0.05)
+    finished: list[str] = []
+    reports: list[Any] = []
+
+    async def shields_itself() -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.3)
+        finished.append("its shielded work")
+
+    def on_complete(ran: Any, outcome: Any) -> None:
+        reports.extend(ran)
+
+    app = app_registering(shields_itself)
+    middleware = CleanupMiddleware(app, timeout=0.05, on_complete=on_complete)
+    with anyio.fail_after(2):
+        await call(middleware)
+        assert [(r.timed_out, finished) for r in reports] == [(True, [])]
+        await middleware.drain()
+    assert finished == ["its shielded work"]
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_watcher_sleeps_once_the_cleanup_it_watched_has_ended() -> None:
     # A cleanup that suspends starts the phase's watcher, with a wake-up at its timeout plus
