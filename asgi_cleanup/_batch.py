@@ -29,18 +29,18 @@ Result = tuple[Callable[..., Any], float, BaseException | None, bool, types.Trac
 
 class AsyncBatch:
     """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to;
-    the first began at ``began``, if given (its timeout counts from there)."""
+    the first began at ``began``, if given (its timeout counts from there). The phase reads
+    ``seq``, ``current``, ``began`` and ``coro`` (once it has waited) of the one running."""
 
     def __init__(self, pending: list[Entry], timeout: float | None, began: float | None) -> None:
         self.pending = pending
         self.timeout = timeout
         self.results: list[Result] = []
-        self.current: Callable[..., Any] | None = None
-        self.began = 0.0 if began is None else began
         self.seq = 0  # which cleanup is running: counts up
+        self.current: Callable[..., Any] | None = None
+        self.began = 0.0
         self.coro: Any = None
         self.abandoned = False
-        self.waited = False  # the current cleanup has waited at least once
         self._first_began = began
         self._step: Any = None  # set when the current cleanup ends; made when asked for
         self._cut = False
@@ -48,7 +48,8 @@ class AsyncBatch:
         self._scope: anyio.CancelScope | None = None
 
     def step(self) -> Any:
-        """The signal (see ``new_signal``) set when the current cleanup has ended."""
+        """The signal (see ``new_signal``) set when the current cleanup has ended, or the
+        first has begun."""
         if self._step is None:
             self._step = new_signal()
         return self._step
@@ -60,59 +61,65 @@ class AsyncBatch:
             self._cut, self._where = True, where
             self._scope.cancel()
 
-    def _more(self) -> bool:
-        pending = self.pending
-        return bool(pending) and not self.abandoned and is_async_callable(pending[-1][0])
-
     async def run(self) -> None:
         try:
             task: asyncio.Task[Any] | None = asyncio.current_task()
         except RuntimeError:  # trio: no task can cancel itself there
             task = None
-        while self._more():
-            # A scope for the run, and a fresh one after each cut: a scope per cleanup would
-            # cost more than the rest of the phase on asyncio.
+        pending, began = self.pending, self._first_began
+        error: BaseException | None = None
+        while pending and not self.abandoned and is_async_callable(pending[-1][0]):
+            self._cut, self._where = False, None
+            # A scope for the run, and a fresh one after each cut: one for each cleanup
+            # would cost more than the rest of the phase on asyncio.
             with anyio.CancelScope() as self._scope:
-                while self._more():
-                    error = await self._run_next()
+                while pending and is_async_callable(pending[-1][0]):
+                    func, args, kwargs, context = pending.pop()
+                    self.current, self.began = func, time.monotonic() if began is None else began
+                    began, waited = None, False
+                    self.seq += 1
+                    if self.seq == 1 and self._step is not None:
+                        self._wake()  # the phase waits for the first to begin, to time it
+                    try:
+                        awaitable = func(*args, **kwargs)
+                        coro = awaitable
+                        if type(coro) is not types.CoroutineType:
+                            coro = awaitable.__await__()
+                        yielded = context.run(coro.send, None)
+                    except StopIteration:  # ended in its first step
+                        error = None
+                    except BaseException as exc:  # all of them: the rest still run
+                        error = exc
+                    else:
+                        self.coro, waited = awaitable if coro is awaitable else None, True
+                        try:
+                            await _go_on(coro, context, yielded)
+                        except BaseException as exc:
+                            error = exc
+                        else:
+                            error = None
                     if self._cut or (task is not None and task.cancelling()):
                         break  # ended below, outside the cancelled scope
-                    self._finish(error)
+                    self._ended(error, waited)
                 else:
                     continue
             if task is not None and task.cancelling():
                 error = await _settle_cancellation(task, error, own=not self._cut)
             if self.abandoned:
                 return
-            self._finish(error)
+            self._ended(error, True)
         if self._step is not None:
-            set_signal(self._step)
+            self._wake()
 
-    async def _run_next(self) -> BaseException | None:
-        func, args, kwargs, context = self.pending.pop()
-        began, self._first_began = self._first_began, None
-        self.current, self.began = func, time.monotonic() if began is None else began
-        self._cut, self._where, self.waited = False, None, False
-        if not self.seq and self._step is not None:
-            self._wake()  # the phase waits for the first to begin, to time it
-        self.seq += 1
-        try:
-            awaitable = func(*args, **kwargs)
-            self.coro = awaitable if type(awaitable) is types.CoroutineType else None
-            await _in_context(awaitable, context, self)
-        except BaseException as exc:  # all of them: the rest still run
-            return exc
-        return None
-
-    def _finish(self, error: BaseException | None) -> None:
-        """The current cleanup has ended with ``error``."""
-        assert self.current is not None
+    def _ended(self, error: BaseException | None, waited: bool) -> None:
+        """The current cleanup ended with ``error``; ``waited``: it did not end in one step."""
+        func, began, timeout = self.current, self.began, self.timeout
+        assert func is not None
         overran = self._cut
-        if not overran and self.timeout is not None:
+        if waited and not overran and timeout is not None:
             # One that blocked the event loop past its deadline after it waited overran.
-            overran = self.waited and time.monotonic() >= self.began + self.timeout
-        result = (self.current, self.began, None if overran else error, overran, self._where)
-        self.results.append(result)
+            overran = time.monotonic() >= began + timeout
+        self.results.append((func, began, None if overran else error, overran, self._where))
         if self._step is not None:
             self._wake()
 
@@ -138,20 +145,17 @@ async def _settle_cancellation(
 
 
 @types.coroutine
-def _in_context(awaitable: Any, context: Context, batch: AsyncBatch) -> Generator[Any, Any, Any]:
-    """``await awaitable`` with each of its steps run in ``context``; ``batch.waited`` is set
-    once it has waited."""
-    coro = awaitable.__await__() if type(awaitable) is not types.CoroutineType else awaitable
+def _go_on(coro: Any, context: Context, yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``coro``, which has yielded ``yielded``, each step of it run in ``context``."""
     send, throw = coro.send, coro.throw
-    value: Any = None
-    error: BaseException | None = None
     while True:
         try:
-            yielded = context.run(send, value) if error is None else context.run(throw, error)
+            value = yield yielded
+        except BaseException as exc:  # a cancellation, thrown into the cleanup
+            step, value = throw, exc
+        else:
+            step = send
+        try:
+            yielded = context.run(step, value)
         except StopIteration as stop:
             return stop.value
-        batch.waited = True
-        try:
-            value, error = (yield yielded), None
-        except BaseException as exc:  # a cancellation, thrown into the cleanup
-            value, error = None, exc
