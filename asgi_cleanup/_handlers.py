@@ -115,6 +115,11 @@ def check_callable(obj: object, positional: int) -> Callable[..., object]:
     return obj
 
 
+def subject(value: object) -> str:
+    """An entry in a message: a reference as written, a callable by name."""
+    return callable_reference(value) if callable(value) else safe_repr(value)
+
+
 def callable_reference(func: Callable[..., object]) -> str:
     """``module:qualname`` of a callable given directly rather than by reference."""
     try:

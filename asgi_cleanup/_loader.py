@@ -8,18 +8,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from ._describe import kind_of, safe_repr
-from ._handlers import callable_reference, check_callable, resolve
+from ._handlers import callable_reference, check_callable, resolve, subject
 from ._matching import Entry, Handler, Host, Location, Matcher
-from ._options import timeout_range, validate_thread_limit, validate_timeout
+from ._options import (
+    HOOK_ARITY,
+    OPTION_NAMES,
+    timeout_range,
+    validate_thread_limit,
+    validate_timeout,
+)
 from .errors import SettingsError
 
 T = TypeVar("T")
 Table = Mapping[Any, object]
-Keys = Sequence[str]
-OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
-HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 _ARRAY = (list, tuple)
-_LOCATION_KEYS = ("path", "host", "extensions", "handlers")
 
 
 class _Problem(Exception):
@@ -36,15 +38,9 @@ def _is(value: object, kind: type | tuple[type, ...]) -> bool:
 
 
 def _need(value: object, kind: type | tuple[type, ...], what: str, *entry: object) -> Any:
-    """``value``, if it is a ``kind``; else a problem: it must be ``what``."""
     if not _is(value, kind):
         _fail(f"must be {what}, not {kind_of(value)}", *entry)
     return value
-
-
-def subject(value: object) -> str:
-    """An entry in a message: a reference as written, a callable by name."""
-    return callable_reference(value) if callable(value) else safe_repr(value)
 
 
 def _host_name(value: object) -> str:
@@ -59,16 +55,13 @@ def _host_name(value: object) -> str:
         host = host[1:-1]
     elif host.count(":") == 1:
         _fail(f"{shown} must not include a port: hosts are compared with the port removed")
-    wildcard = host.startswith("*.")
-    rest = host[2:] if wildcard else host
-    if "*" in rest:
+    wildcard = "*." if host.startswith("*.") else ""
+    if "*" in host.removeprefix(wildcard):
         _fail(f"{shown} may only use '*' as its whole first label, as in '*.example.com'")
-    if not (rest := rest.rstrip(".")):
+    if not (rest := host.removeprefix(wildcard).rstrip(".")):
         _fail(f"{shown} is not a host name")
     try:
-        return ("*." if wildcard else "") + (
-            rest if rest.isascii() else rest.encode("idna").decode()
-        )
+        return wildcard + (rest if rest.isascii() else rest.encode("idna").decode())
     except UnicodeError as exc:
         _fail(f"{shown} is not a valid internationalised host name ({exc})")
 
@@ -92,6 +85,12 @@ def _extensions(value: object) -> tuple[str, ...]:
         if len(_need(item, str, "a string", item)) < 2 or item[0] != "." or "/" in item:
             _fail("must be a dot and a suffix without '/', as in '.csv'", item)
     return tuple(items)
+
+
+def _references(value: object) -> Sequence[Any]:
+    if _is(value, str):
+        _fail(f'must be an array of handler references; write ["{value}"]')
+    return _need(value, _ARRAY, "an array of handler references")  # type: ignore[no-any-return]
 
 
 def _tables(key: str, value: object) -> Sequence[Any]:
@@ -137,8 +136,7 @@ class Loader:
         self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES))
         given = [name for name in OPTION_NAMES if name in data]
         options = {name: self.check(top, name, self.option, name, data[name]) for name in given}
-        handlers = data.get("handlers", [])
-        server = self.check(top, "handlers", self.handlers, top, handlers, "server-wide")
+        server = self.handlers(top, data.get("handlers", []), "server-wide")
         contexts: dict[str, list[Any]] = {"host": [], "location": []}
         for name, build in (("host", self.host), ("location", self.location)):
             tables = self.check(top, name, _tables, name, data.get(name, [])) or []
@@ -149,9 +147,11 @@ class Loader:
                     contexts[name].append(context)
         if self.problems:
             raise SettingsError("\n".join(self.problems)) from self.cause
-        return options, Matcher(server or [], contexts["host"], contexts["location"])
+        return options, Matcher(server, contexts["host"], contexts["location"])
 
-    def keys_ok(self, table: str, data: Table, keys: Keys, required: Keys = ()) -> bool:
+    def keys_ok(
+        self, table: str, data: Table, keys: Sequence[str], required: Sequence[str] = ()
+    ) -> bool:
         """Note unknown and missing keys; whether none is missing."""
         suggested = set()
         for key in data:
@@ -167,6 +167,26 @@ class Loader:
             if key not in suggested:  # "did you mean" has said it
                 self.note(table, f"missing key {key!r}")
         return not missing
+
+    def host(self, label: str, table: Table) -> Host | None:
+        if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
+            return None
+        name = self.check(label, "name", _host_name, table["name"])
+        return Host(name or "", self.handlers(label, table["handlers"], f"{label} {name}"))
+
+    def location(self, label: str, table: Table) -> Location | None:
+        keys = ("path", "host", "extensions", "handlers")
+        if not self.keys_ok(label, table, keys, ("path", "handlers")):
+            return None
+        path = self.check(label, "path", _location_path, table["path"]) or ""
+        host = self.check(label, "host", _host_name, table["host"]) if "host" in table else None
+        extensions: tuple[str, ...] = ()
+        if "extensions" in table:
+            extensions = self.check(label, "extensions", _extensions, table["extensions"]) or ()
+        context = f"{label} {path}" + (f" host {host}" if host else "")
+        context += f" | {' '.join(extensions)}" if extensions else ""
+        entries = self.handlers(label, table["handlers"], context)
+        return Location(path.rstrip("/"), host, extensions, entries)
 
     def option(self, name: str, value: object) -> object:
         if name in HOOK_ARITY:
@@ -199,35 +219,11 @@ class Loader:
         except Exception as exc:  # looking at a user's object raised
             _fail(f"cannot be checked: {type(exc).__name__}: {exc}", item)
 
-    def handlers(self, table: str, value: object, context: str) -> list[Entry]:
-        if _is(value, str):
-            _fail(f'must be an array of handler references; write ["{value}"]')
-        entries: list[Entry] = []
-        for item in _need(value, _ARRAY, "an array of handler references"):
+    def handlers(self, table: str, value: object, context: str) -> tuple[Entry, ...]:
+        """The entries of a ``handlers`` array; each problem noted, the entry left out."""
+        entries = []
+        for item in self.check(table, "handlers", _references, value) or ():
             if (handler := self.check(table, "handlers", self.resolve, item)) is not None:
                 ref = item if _is(item, str) else callable_reference(handler)
                 entries.append((ref, handler, context))
-        return entries
-
-    def host(self, label: str, table: Table) -> Host | None:
-        if not self.keys_ok(label, table, ("name", "handlers"), ("name", "handlers")):
-            return None
-        pattern = self.check(label, "name", _host_name, table["name"])
-        context = f"{label} {pattern}"
-        entries = self.check(label, "handlers", self.handlers, label, table["handlers"], context)
-        return Host(pattern, tuple(entries)) if pattern and entries is not None else None
-
-    def location(self, label: str, table: Table) -> Location | None:
-        if not self.keys_ok(label, table, _LOCATION_KEYS, ("path", "handlers")):
-            return None
-        path = self.check(label, "path", _location_path, table["path"])
-        host = self.check(label, "host", _host_name, table["host"]) if "host" in table else None
-        extensions: tuple[str, ...] = ()
-        if "extensions" in table:
-            extensions = self.check(label, "extensions", _extensions, table["extensions"]) or ()
-        context = f"{label} {path}" + (f" host {host}" if host else "")
-        context += f" | {' '.join(extensions)}" if extensions else ""
-        entries = self.check(label, "handlers", self.handlers, label, table["handlers"], context)
-        if path is None or entries is None:
-            return None
-        return Location(path.rstrip("/"), host, extensions, tuple(entries))
+        return tuple(entries)

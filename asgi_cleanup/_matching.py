@@ -1,7 +1,4 @@
-"""Which directive cleanups a request gets: host and location matching, behind bounded caches.
-
-A host selects a shared *plan* (handlers before locations, and the locations that may apply),
-matched with the route path; in front, a cache of answers by raw request data. Caches are
+"""Which directive cleanups a request gets: host and location matching, behind bounded caches
 keyed by what clients send: cleared when full, and no key longer than ``MAX_CACHED_PATH``.
 """
 
@@ -19,9 +16,8 @@ DirectivesFor = Callable[[Scope], tuple[Handler, ...]]
 # The raw Host header; the server's host in a tuple (b"a" == "a" warns under python -b).
 HostKey = bytes | tuple[str] | None
 
-ANSWER_CACHE_SIZE = 2048  # answers by (root_path, host, path)
-PATH_CACHE_SIZE = 2048  # each plan's handlers by route path
-HOST_CACHE_SIZE = 1024  # plans by host
+ANSWER_CACHE_SIZE = 2048  # answers by (root_path, host, path), all levels together
+HOST_CACHE_SIZE = 1024  # what applies under each host, by host
 MAX_CACHED_PATH = 512
 MAX_NAME = 253  # the longest DNS name; a longer host matches nothing and is not IDNA-encoded
 
@@ -93,80 +89,50 @@ def dedupe(entries: Iterable[Entry]) -> tuple[list[Entry], list[tuple[Entry, Ent
     return list(first.values()), dropped
 
 
-def _keep(cache: dict[Any, Any], key: object, value: object, size: int) -> None:
-    if len(cache) >= size:
-        cache.clear()
-    cache[key] = value
-
-
-class _Plan:
-    """What applies under one host before the path is looked at, and its answers by path."""
-
-    __slots__ = ("base", "base_entries", "cache", "locations")
-
-    def __init__(self, base_entries: list[Entry], locations: tuple[Location, ...]) -> None:
-        self.base_entries, self.locations = base_entries, locations
-        self.base = tuple(entry[1] for entry in base_entries)
-        self.cache: dict[str, tuple[Handler, ...]] = {}
-
-    def lookup(self, path: str) -> tuple[Handler, ...]:
-        handlers = self.cache.get(path) if self.locations else self.base
-        if handlers is None:
-            matched = [e for loc in self.locations if loc.matches(path) for e in loc.entries]
-            handlers = self.base
-            if matched:
-                handlers = tuple(e[1] for e in dedupe([*self.base_entries, *matched])[0])
-            if len(path) <= MAX_CACHED_PATH:
-                _keep(self.cache, path, handlers, PATH_CACHE_SIZE)
-        return handlers
-
-
 class Matcher:
     """All contexts of one settings source, ready to match requests."""
 
-    def __init__(self, server: list[Entry], hosts: list[Host], locations: list[Location]) -> None:
-        self.listed_server, self.server = tuple(server), tuple(dedupe(server)[0])
-        self.hosts = tuple(hosts)
+    def __init__(
+        self, server: Iterable[Entry], hosts: list[Host], locations: list[Location]
+    ) -> None:
+        self.server, self.hosts = tuple(server), tuple(hosts)
         # Broader before narrower; sorted() is stable, so ties stay in file order.
         self.locations = tuple(sorted(locations, key=lambda loc: len(loc.path)))
-        self._plans: dict[tuple[int, ...], _Plan] = {}
 
-    def under(self, host: str | None) -> tuple[list[Host], list[Location]]:
-        """The hosts and locations that apply under a normalised host (or none)."""
-        hosts = [h for h in self.hosts if host_matches(h.pattern, host)]
-        return hosts, [loc for loc in self.locations if host_matches(loc.host, host)]
-
-    def plan(self, host: str | None) -> _Plan:
-        """The plan for a normalised host, shared by the hosts that match the same contexts."""
-        hosts, locations = self.under(host)
-        key = tuple(map(id, [*hosts, None, *locations]))  # contexts live as long as self
-        if key not in self._plans:
-            base = dedupe([*self.server, *(e for h in hosts for e in h.entries)])[0]
-            self._plans[key] = _Plan(base, tuple(locations))
-        return self._plans[key]
+    def under(self, host: str | None) -> tuple[list[Entry], list[Location]]:
+        """The entries of the server and hosts that apply under a normalised host (or
+        ``None``), duplicates included, and the locations that may apply under it."""
+        hosts = [e for h in self.hosts if host_matches(h.pattern, host) for e in h.entries]
+        return [*self.server, *hosts], [
+            loc for loc in self.locations if host_matches(loc.host, host)
+        ]
 
     def listed(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
-        """Every entry of the contexts matching a raw host value (port allowed; ``None`` or
-        ``""``: no host) and a full path, in run order, duplicates included."""
-        hosts, locations = self.under(normalize_host(host) if host else None)
+        """Every entry of the contexts matching a normalised host (or ``None``) and a
+        ``scope["path"]`` less ``root_path``, in run order, duplicates included."""
+        entries, locations = self.under(host)
         route = route_path(path, root_path)
-        return [
-            *self.listed_server,
-            *(e for h in hosts for e in h.entries),
-            *(e for loc in locations if loc.matches(route) for e in loc.entries),
-        ]
+        return entries + [e for loc in locations if loc.matches(route) for e in loc.entries]
 
     def build(self) -> DirectivesFor:
         """The per-request function ``scope -> handlers`` in run order."""
         if not self.hosts and not self.locations:
-            handlers = tuple(entry[1] for entry in self.server)
+            handlers = _handlers(self.server)
             return lambda scope: handlers
         uses_host = bool(self.hosts) or any(loc.host is not None for loc in self.locations)
-        return _lookup(self.plan, uses_host)
+        return _lookup(self.under, uses_host)
 
 
-def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> DirectivesFor:
-    plans: dict[HostKey, _Plan] = {}
+def _handlers(entries: Iterable[Entry]) -> tuple[Handler, ...]:
+    return tuple(entry[1] for entry in dedupe(entries)[0])
+
+
+def _lookup(
+    under: Callable[[str | None], tuple[list[Entry], list[Location]]], uses_host: bool
+) -> DirectivesFor:
+    # What applies under a host before the path is looked at: (entries, their handlers,
+    # locations). Hosts that send no Host header are the server's, a tuple key.
+    plans: dict[HostKey, tuple[list[Entry], tuple[Handler, ...], list[Location]]] = {}
     answers: dict[str, dict[Any, Any]] = {}  # root_path -> [host key ->] path -> handlers
     size = 0  # answers held, all levels together
 
@@ -183,10 +149,16 @@ def _lookup(plan_for: Callable[[str | None], _Plan], uses_host: bool) -> Directi
         cacheable = short and not (isinstance(host, bytes) and len(host) > MAX_CACHED_PATH)
         plan = plans.get(host)
         if plan is None:
-            plan = plan_for(_host_name(host))
+            entries, locations = under(_host_name(host))
+            plan = (entries, _handlers(entries), locations)
             if cacheable:
-                _keep(plans, host, plan, HOST_CACHE_SIZE)
-        handlers = plan.lookup(route_path(path, root_path))
+                if len(plans) >= HOST_CACHE_SIZE:
+                    plans.clear()
+                plans[host] = plan
+        entries, handlers, locations = plan
+        route = route_path(path, root_path)
+        if matched := [e for loc in locations if loc.matches(route) for e in loc.entries]:
+            handlers = _handlers(entries + matched)
         if cacheable:
             if size >= ANSWER_CACHE_SIZE:
                 answers.clear()

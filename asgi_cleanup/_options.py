@@ -1,7 +1,13 @@
 """The middleware's option validators, for keyword arguments and settings files alike."""
 
 import math
+from collections.abc import Callable
 from typing import Any
+
+from ._handlers import check_callable, resolve, subject
+
+OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
+HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 
 
 def timeout_range(name: str) -> str:
@@ -29,3 +35,18 @@ def validate_thread_limit(value: Any) -> int:
     if value < 1:
         raise ValueError(f"thread_limit must be >= 1, got {value!r}")
     return value
+
+
+def validate_hook(name: str, value: object) -> Callable[..., object] | None:
+    """``None``, or a callable (or a reference to one, imported now) taking the hook's
+    arguments: ``on_error`` ``(cleanup, exception, outcome)``, ``on_complete`` ``(reports,
+    outcome)``. :raises TypeError: if it cannot; :raises ValueError: for a bad reference."""
+    if value is None:
+        return None
+    try:
+        found = resolve(value, {}) if isinstance(value, str) else value
+        return check_callable(found, HOOK_ARITY[name])
+    except TypeError as exc:
+        raise TypeError(f"{name} {subject(value)}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name} {subject(value)}: {exc}") from exc

@@ -13,33 +13,19 @@ import re
 import stat
 import tomllib
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._describe import kind_of
-from ._handlers import callable_reference, check_callable, handler_key, resolve
-from ._loader import HOOK_ARITY, OPTION_NAMES, Loader, subject
-from ._matching import DirectivesFor, Entry, Host, Location, Matcher, dedupe
+from ._handlers import callable_reference, handler_key
+from ._loader import Loader
+from ._matching import DirectivesFor, Entry, Host, Location, Matcher, dedupe, normalize_host
+from ._options import OPTION_NAMES, validate_hook
 from .errors import SettingsError
 
 Dropped = tuple[Entry, Entry]  # (entry left out, entry kept of the same handler)
 __all__ = ["OPTION_NAMES", "Settings", "load_settings", "validate_hook", "validate_on_error"]
-
-
-def validate_hook(name: str, value: object) -> Callable[..., object] | None:
-    """``None``, or a callable (or a reference to one, imported now) taking the hook's
-    arguments: ``on_error`` ``(cleanup, exception, outcome)``, ``on_complete`` ``(reports,
-    outcome)``. :raises TypeError: if it cannot; :raises ValueError: for a bad reference."""
-    if value is None:
-        return None
-    try:
-        found = resolve(value, {}) if isinstance(value, str) else value
-        return check_callable(found, HOOK_ARITY[name])
-    except TypeError as exc:
-        raise TypeError(f"{name} {subject(value)}: {exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{name} {subject(value)}: {exc}") from exc
 
 
 validate_on_error = functools.partial(validate_hook, "on_error")
@@ -65,11 +51,16 @@ class Settings:
     def explain(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
         """``(reference as written, callable, context)`` in run order for a Host header value
         (port ignored; ``None`` or ``""``: none) and a ``scope["path"]`` less ``root_path``."""
-        return dedupe(self._matcher.listed(host, path, root_path))[0]
+        return self._deduped(host, path, root_path)[0]
 
     def dropped(self, host: str | None, path: str, root_path: str = "") -> list[Dropped]:
         """What :meth:`explain` leaves out, as listed again in a matching context."""
-        return dedupe(self._matcher.listed(host, path, root_path))[1]
+        return self._deduped(host, path, root_path)[1]
+
+    def _deduped(
+        self, host: str | None, path: str, root_path: str
+    ) -> tuple[list[Entry], list[Dropped]]:
+        return dedupe(self._matcher.listed(normalize_host(host) if host else None, path, root_path))
 
     @property
     def distinct_handlers(self) -> int:
@@ -81,7 +72,7 @@ class Settings:
     def summary(self) -> str:
         """One line: how many handlers and contexts, and the options set."""
         m = self._matcher
-        counts = [len(m.server), len(m.hosts), len(m.locations), self.distinct_handlers]
+        counts = [len(dedupe(m.server)[0]), len(m.hosts), len(m.locations), self.distinct_handlers]
         nouns = ["server-wide handler", "host", "location", "distinct handler"]
         text = ", ".join(f"{n} {w}{'s' * (n != 1)}" for n, w in zip(counts, nouns, strict=True))
         options = ", ".join(f"{k}={_shown(v)}" for k, v in self.options.items())
