@@ -1,7 +1,5 @@
 """Naming callables, values and requests in logs and messages; none of it raises (SPEC 2.4).
-
-A request is its method and path only, never headers, cookies or query string.
-"""
+A request is its method and path only, never headers, cookies or query string."""
 
 import functools
 import inspect
@@ -80,7 +78,7 @@ def is_generator_callable(func: Any) -> bool:
 
 def check_cleanup(func: object) -> None:
     """:raises TypeError: naming ``func`` (even if ``repr`` raises), if it is not callable or
-    is a generator or async generator function (see ``_calls``)."""
+    is a generator or async generator function."""
     if not callable(func):
         raise TypeError(f"cleanup must be callable, not {describe_value(func)}")
     if is_generator_callable(func):
@@ -90,16 +88,16 @@ def check_cleanup(func: object) -> None:
         )
 
 
-def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
-    """``TypeName repr``, the repr cut to ``limit`` characters."""
-    return f"{_type_name(value)} {safe_repr(value, limit)}"
-
-
 def _type_name(value: object) -> str:
     try:  # a metaclass may make even this raise
         return type(value).__qualname__
     except Exception:
         return "object"
+
+
+def describe_value(value: object, limit: int = MAX_ECHOED) -> str:
+    """``TypeName repr``, the repr cut to ``limit`` characters."""
+    return f"{_type_name(value)} {safe_repr(value, limit)}"
 
 
 def kind_of(value: object) -> str:
@@ -110,7 +108,6 @@ def kind_of(value: object) -> str:
 
 
 def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
-    """``repr(value)`` cut to ``limit`` characters; a placeholder if it raises."""
     try:
         return cut(repr(value), limit)
     except Exception:
@@ -119,10 +116,8 @@ def safe_repr(value: object, limit: int = MAX_ECHOED) -> str:
 
 def cut(text: str, limit: int = MAX_ECHOED) -> str:
     """``text``, or its start and ``… (N characters)`` within ``limit`` characters."""
-    if len(text) <= limit:
-        return text
     marker = f"… ({len(text)} characters)"
-    return text[: max(limit - len(marker), 0)] + marker
+    return text if len(text) <= limit else text[: max(limit - len(marker), 0)] + marker
 
 
 def log_safe(text: str, limit: int = MAX_LOGGED) -> str:

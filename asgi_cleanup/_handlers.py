@@ -1,11 +1,11 @@
 """Handler references, ``"pkg.mod:attr.sub"``, ``"pkg.mod::attr"`` (mod_python style) or
-``"pkg.mod"`` (its ``cleanuphandler``, mod_python's default): parse, import and check them.
-"""
+``"pkg.mod"`` (its ``cleanuphandler``, mod_python's default): parse, import and check them."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import traceback
 from collections.abc import Callable
 from types import MethodType, ModuleType
 
@@ -84,12 +84,8 @@ def _import(module_name: str, attr_path: str) -> object:
 
 def _being_imported(module: ModuleType) -> bool:
     """Whether ``module``'s top-level code is running in this thread's stack."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_globals is vars(module) and frame.f_code.co_name == "<module>":
-            return True
-        frame = frame.f_back
-    return False
+    frames = traceback.walk_stack(None)
+    return any(f.f_globals is vars(module) and f.f_code.co_name == "<module>" for f, _ in frames)
 
 
 def check_callable(obj: object, positional: int) -> Callable[..., object]:

@@ -1,8 +1,6 @@
-"""The phase's log records, and where a cleanup was when it timed out.
-
-Records name the cleanup and the request's method and path (``describe_request`` text, so that
-no frame handling a user's exception holds the scope), never headers, cookies or query string.
-"""
+"""The phase's log records, and where a cleanup was when it timed out. Records name the cleanup
+and the request's method and path (``describe_request`` text, so that no frame handling a user's
+exception holds the scope), never headers, cookies or query string."""
 
 import logging
 import types
@@ -29,13 +27,12 @@ DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is
 def log_error(
     message: str, func: Callable[..., Any], exc: BaseException | None, *args: Any
 ) -> None:
-    """``message`` at ERROR, filled with the name of ``func`` and ``args``, with the traceback
-    of ``exc``."""
+    """``message`` at ERROR, filled with the name of ``func`` and ``args``, with the traceback of
+    ``exc``."""
     logger.error(message, describe_callable(func), *args, exc_info=exc)
 
 
 def log_phase(reports: list[CleanupReport], request: str) -> None:
-    """The DEBUG line of one request's phase."""
     logger.debug(
         "Cleanups for %s: %d ran in %.3f ms, %d failed, %d timed out",
         request,
