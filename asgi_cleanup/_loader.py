@@ -7,16 +7,10 @@ import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from . import _options
 from ._describe import kind_of, safe_repr
 from ._handlers import callable_reference, check_callable, resolve, subject
 from ._matching import Entry, Handler, Host, Location, Matcher
-from ._options import (
-    HOOK_ARITY,
-    OPTION_NAMES,
-    timeout_range,
-    validate_thread_limit,
-    validate_timeout,
-)
 from .errors import SettingsError
 
 T = TypeVar("T")
@@ -133,8 +127,8 @@ class Loader:
     def load(self, data: Table) -> tuple[dict[str, object], Matcher]:
         """Validated options (those present) and contexts; :raises SettingsError: all problems."""
         top = self.top
-        self.keys_ok(top, data, ("handlers", "host", "location", *OPTION_NAMES))
-        given = [name for name in OPTION_NAMES if name in data]
+        self.keys_ok(top, data, ("handlers", "host", "location", *_options.OPTION_NAMES))
+        given = [name for name in _options.OPTION_NAMES if name in data]
         options = {name: self.check(top, name, self.option, name, data[name]) for name in given}
         server = self.handlers(top, data.get("handlers", []), "server-wide")
         contexts: dict[str, list[Any]] = {"host": [], "location": []}
@@ -189,18 +183,18 @@ class Loader:
         return Location(path.rstrip("/"), host, extensions, entries)
 
     def option(self, name: str, value: object) -> object:
-        if name in HOOK_ARITY:
+        if name in _options.HOOK_ARITY:
             return None if value is None and not self.toml else self.resolve(value, name)
         try:
             if name == "thread_limit":
-                return validate_thread_limit(value)
-            return None if value is False else validate_timeout(name, value)
+                return _options.validate_thread_limit(value)
+            return None if value is False else _options.validate_timeout(name, value)
         except (TypeError, ValueError) as exc:
             if name == "thread_limit":
                 _fail(str(exc))
             # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
-            seconds = f"a number of seconds {timeout_range(name)}"
+            seconds = f"a number of seconds {_options.timeout_range(name)}"
             _fail(f"must be {seconds}, or {no_limit} for no limit; got {kind_of(value)}")
 
     def resolve(self, item: object, hook: str | None = None) -> Handler:
@@ -211,7 +205,7 @@ class Loader:
             _fail(f"must be {wanted}, not {kind_of(item)}", *(() if hook else (item,)))
         try:
             found = resolve(item, self.resolved) if _is(item, str) else item  # type: ignore[arg-type]
-            return check_callable(found, HOOK_ARITY[hook] if hook else 1)
+            return check_callable(found, _options.HOOK_ARITY[hook] if hook else 1)
         except (TypeError, ValueError) as exc:
             _fail(str(exc), item)
         except SettingsError:

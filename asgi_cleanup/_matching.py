@@ -103,9 +103,8 @@ class Matcher:
         """The entries of the server and hosts that apply under a normalised host (or
         ``None``), duplicates included, and the locations that may apply under it."""
         hosts = [e for h in self.hosts if host_matches(h.pattern, host) for e in h.entries]
-        return [*self.server, *hosts], [
-            loc for loc in self.locations if host_matches(loc.host, host)
-        ]
+        locations = [loc for loc in self.locations if host_matches(loc.host, host)]
+        return [*self.server, *hosts], locations
 
     def listed(self, host: str | None, path: str, root_path: str = "") -> list[Entry]:
         """Every entry of the contexts matching a normalised host (or ``None``) and a
@@ -117,13 +116,13 @@ class Matcher:
     def build(self) -> DirectivesFor:
         """The per-request function ``scope -> handlers`` in run order."""
         if not self.hosts and not self.locations:
-            handlers = _handlers(self.server)
+            handlers = _run_order(self.server)
             return lambda scope: handlers
         uses_host = bool(self.hosts) or any(loc.host is not None for loc in self.locations)
         return _lookup(self.under, uses_host)
 
 
-def _handlers(entries: Iterable[Entry]) -> tuple[Handler, ...]:
+def _run_order(entries: Iterable[Entry]) -> tuple[Handler, ...]:
     return tuple(entry[1] for entry in dedupe(entries)[0])
 
 
@@ -150,7 +149,7 @@ def _lookup(
         plan = plans.get(host)
         if plan is None:
             entries, locations = under(_host_name(host))
-            plan = (entries, _handlers(entries), locations)
+            plan = (entries, _run_order(entries), locations)
             if cacheable:
                 if len(plans) >= HOST_CACHE_SIZE:
                     plans.clear()
@@ -158,7 +157,7 @@ def _lookup(
         entries, handlers, locations = plan
         route = route_path(path, root_path)
         if matched := [e for loc in locations if loc.matches(route) for e in loc.entries]:
-            handlers = _handlers(entries + matched)
+            handlers = _run_order(entries + matched)
         if cacheable:
             if size >= ANSWER_CACHE_SIZE:
                 answers.clear()
