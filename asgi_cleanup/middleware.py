@@ -88,11 +88,9 @@ class CleanupMiddleware:
         )
         self.thread_limit = validate_thread_limit(option("thread_limit", thread_limit))
         self.on_error: ErrorHook | None = validate_hook("on_error", option("on_error", on_error))
-        self.on_complete: CompleteHook | None = validate_hook(
-            "on_complete", option("on_complete", on_complete)
-        )
+        complete = validate_hook("on_complete", option("on_complete", on_complete))
         self._phases = Phases(
-            self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, self.on_complete
+            self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, complete
         )
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
@@ -149,6 +147,16 @@ class CleanupMiddleware:
             # without us. So too when the client closed a websocket: granian answers the
             # close only when the app call returns.
             self._phases.spawn(phase)
+
+    @property
+    def on_complete(self) -> CompleteHook | None:
+        """The ``on_complete`` hook. Assignable, checked as at construction: phases that begin
+        afterwards call the new one (the pytest plugin watches an app built before a test so)."""
+        return self._phases.on_complete
+
+    @on_complete.setter
+    def on_complete(self, hook: CompleteHook | str | None) -> None:
+        self._phases.on_complete = validate_hook("on_complete", hook)
 
     async def drain(self) -> None:
         """Wait until every cleanup phase running or pending has finished, every async
