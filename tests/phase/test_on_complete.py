@@ -114,3 +114,25 @@ def test_on_complete_from_settings_and_bad_values(tmp_path: Any) -> None:
         CleanupMiddleware(app_registering(), on_complete=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="on_complete"):
         CleanupMiddleware(app_registering(), on_complete=lambda reports: None)
+
+
+@pytest.mark.anyio
+async def test_on_complete_assigned_later_is_checked_and_serves_the_next_requests() -> None:
+    calls: list[int] = []
+    middleware = CleanupMiddleware(app_registering(quick))
+    with pytest.raises(TypeError, match="on_complete"):
+        middleware.on_complete = lambda: None  # type: ignore[assignment]  # takes no arguments
+    with pytest.raises(TypeError, match="on_complete"):
+        middleware.on_complete = 3  # type: ignore[assignment]
+    assert middleware.on_complete is None
+    await call(middleware)
+
+    def hook(reports: tuple[CleanupReport, ...], outcome: Outcome) -> None:
+        calls.append(len(reports))
+
+    middleware.on_complete = hook
+    assert middleware.on_complete is hook
+    await call(middleware)
+    middleware.on_complete = None
+    await call(middleware)
+    assert calls == [1]

@@ -224,3 +224,20 @@ def test_the_helpers_do_not_import_pytest() -> None:
     probe = "import sys, asgi_cleanup.testing; print('pytest' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_watch_a_fastapi_app_with_the_middleware_added_before_its_first_request() -> None:
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+    app.add_middleware(CleanupMiddleware)
+
+    @app.get("/")
+    async def home(request: Request) -> str:
+        request.scope["cleanup"].register(slow_async)
+        return "hello"
+
+    with CleanupRecorder() as recorder, TestClient(recorder.watch(app)) as client:
+        assert client.get("/").json() == "hello"
+    [request] = recorder.requests
+    assert request.names == [f"{__name__}.slow_async"]
