@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
-from functools import partial
 from typing import Any
 
 import anyio
@@ -98,54 +97,62 @@ def unshield(task: CleanupTask) -> None:
         task._scope.shield = False
 
 
+class _Signal:
+    """asyncio: a one-shot event that wakes the task waiting for it directly, one turn of the
+    event loop sooner than a future's done-callback would."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        _wake(self._waiter)
+
+    async def wait(self, seconds: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, _wake, waiter)
+        try:
+            await waiter  # a cancellation of the waiting task cancels this, not the signal
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake(waiter: "asyncio.Future[None] | None") -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 def new_signal() -> Any:
-    """A one-shot signal for the phase to wait on: an asyncio future, or a trio event."""
+    """A one-shot signal for a phase to wait on (``wait_signal``), set with ``set()`` on the
+    event loop's thread; ``is_set()`` tells."""
     try:
-        return asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop()
     except RuntimeError:
         import trio
 
         return trio.Event()
-
-
-def set_signal(signal: Any) -> None:
-    if isinstance(signal, asyncio.Future):
-        if not signal.done():
-            signal.set_result(None)
-    else:
-        signal.set()
-
-
-def is_set(signal: Any) -> bool:
-    return signal.done() if isinstance(signal, asyncio.Future) else bool(signal.is_set())
+    return _Signal()
 
 
 async def wait_signal(signal: Any, seconds: float | None) -> None:
     """Wait until ``signal`` is set, at most ``seconds`` (``None``: no limit). A cancellation of
-    the waiting task ends the wait and leaves ``signal`` alone (awaiting an asyncio future or
-    task directly would cancel it)."""
-    if not isinstance(signal, asyncio.Future):
-        import trio
-
-        with trio.move_on_after(math.inf if seconds is None else seconds):
-            await signal.wait()
+    the waiting task ends the wait and leaves ``signal`` alone."""
+    if isinstance(signal, _Signal):
+        await signal.wait(seconds)
         return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    wake = partial(_wake, waiter)
-    signal.add_done_callback(wake)
-    timer = None if seconds is None else loop.call_later(seconds, wake)
-    try:
-        await waiter
-    finally:
-        signal.remove_done_callback(wake)
-        if timer is not None:
-            timer.cancel()
+    import trio
 
-
-def _wake(waiter: "asyncio.Future[None]", _: object = None) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    with trio.move_on_after(math.inf if seconds is None else seconds):
+        await signal.wait()
 
 
 def call_from_thread(func: Callable[[], object]) -> Callable[[], None]:
@@ -183,8 +190,7 @@ class Waiter:
     async def wait(self, signal: Any, deadline: float | None) -> bool:
         """Wait until ``signal`` (see ``new_signal``) is set (``True``) or ``deadline``
         (``time.monotonic()``) has passed (``False``)."""
-        cancelled = anyio.get_cancelled_exc_class()
-        while not is_set(signal):
+        while not signal.is_set():
             now = time.monotonic()
             if self.held is not None and (
                 self._released or (self._held_until is not None and now >= self._held_until)
@@ -201,7 +207,9 @@ class Waiter:
                     # An anyio scope's cancellation would otherwise come again at every await.
                     with anyio.CancelScope(shield=True) as self._scope:
                         await wait_signal(signal, seconds)
-            except cancelled as exc:
+            except BaseException as exc:
+                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise
                 if self.held is None:
                     self.held = exc
                     if self._hold_limit is not None:
@@ -212,8 +220,8 @@ class Waiter:
 
     async def deliver(self) -> None:
         """Raise the cancellation held, if any: an anyio or trio scope's afresh."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
         if self.held is not None:
+            await anyio.lowlevel.checkpoint_if_cancelled()
             raise self.held
 
     def release(self) -> None:

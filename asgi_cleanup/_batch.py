@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from ._backend import new_signal, set_signal
+from ._backend import new_signal
 from ._describe import is_async_callable
 from .registry import Entry
 
@@ -125,7 +125,7 @@ class AsyncBatch:
 
     def _wake(self) -> None:
         step, self._step = self._step, None
-        set_signal(step)
+        step.set()
 
 
 async def _settle_cancellation(

@@ -14,12 +14,11 @@ import time
 import types
 from asyncio import CancelledError
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import anyio
 
-from ._backend import call_from_thread, new_signal, set_signal
+from ._backend import call_from_thread, new_signal
 from ._describe import is_async_callable
 from ._log import DROPPED, FAILED, FATAL, frames_traceback, log_error
 from .registry import Entry
@@ -132,7 +131,7 @@ class SyncJob:
         self.fatal: BaseException | None = None
         self.results: list[Result] = []
         self.ended = new_signal()  # set from the thread once the job has ended
-        self._notify = [call_from_thread(partial(set_signal, self.ended))]
+        self._notify = [call_from_thread(self.ended.set)]
         self._request = request
         self._record_successes = record_successes
 
