@@ -9,7 +9,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any
 
@@ -36,7 +36,7 @@ class _TrioTask:
     async def _run(self) -> None:
         try:
             with self._scope:
-                self.error = await self._coro
+                await self._coro
         except BaseException as exc:  # never out of a system task: trio would crash
             self.error = exc
         self.finished.set()
@@ -57,11 +57,12 @@ class _TrioTask:
 CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
 
 
-def start_task(awaitable: Awaitable[Any], context: Context, eager: bool = True) -> CleanupTask:
-    """Await ``awaitable`` in a task of its own, in ``context`` (which nobody else may enter).
-    With ``eager`` on asyncio 3.12+ its first step runs now: one that needs no more is done
-    on return."""
-    coro = _guarded(awaitable)
+def start_task(
+    coro: Coroutine[Any, Any, None], context: Context, eager: bool = True
+) -> CleanupTask:
+    """Run ``coro``, which must not raise, in a task of its own, in ``context`` (which nobody
+    else may enter). With ``eager`` on asyncio 3.12+ its first step runs now: one that needs
+    no more is done on return."""
     try:
         loop = asyncio.get_running_loop()  # never a stored loop: see python/cpython#155338
     except RuntimeError:
@@ -77,18 +78,9 @@ def task_error(task: CleanupTask) -> BaseException | None:
     if isinstance(task, _TrioTask):
         return task.error
     try:
-        return task.exception() or task.result()
+        return task.exception()
     except asyncio.CancelledError as exc:  # it was cancelled
         return exc
-
-
-async def _guarded(awaitable: Awaitable[Any]) -> BaseException | None:
-    # Returned, not raised: asyncio would raise these out of the event loop.
-    try:
-        await awaitable
-    except (KeyboardInterrupt, SystemExit) as exc:
-        return exc
-    return None
 
 
 def unshield(task: CleanupTask) -> None:
