@@ -20,17 +20,33 @@ import anyio
 
 from ._backend import new_signal
 from ._describe import is_async_callable
+from ._log import TimedOut
 from .registry import Entry
 
-# (cleanup, when it began, what it raised or None, whether it overran its timeout, and where
-# it was when it was cut at its timeout, if it was)
-Result = tuple[Callable[..., Any], float, BaseException | None, bool, types.TracebackType | None]
+# (cleanup, when it began, and what it raised, a TimedOut if it overran its timeout, or None)
+Result = tuple[Callable[..., Any], float, BaseException | TimedOut | None]
 
 
 class AsyncBatch:
     """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to;
     the first began at ``began``, if given (its timeout counts from there). The phase reads
     ``seq``, ``current``, ``began`` and ``coro`` (once it has waited) of the one running."""
+
+    __slots__ = (
+        "_cut",
+        "_first_began",
+        "_scope",
+        "_step",
+        "_where",
+        "abandoned",
+        "began",
+        "coro",
+        "current",
+        "pending",
+        "results",
+        "seq",
+        "timeout",
+    )
 
     def __init__(self, pending: list[Entry], timeout: float | None, began: float | None) -> None:
         self.pending = pending
@@ -119,7 +135,7 @@ class AsyncBatch:
         if waited and not overran and timeout is not None:
             # One that blocked the event loop past its deadline after it waited overran.
             overran = time.monotonic() >= began + timeout
-        self.results.append((func, began, None if overran else error, overran, self._where))
+        self.results.append((func, began, TimedOut(self._where) if overran else error))
         if self._step is not None:
             self._wake()
 

@@ -5,7 +5,7 @@ exception holds the scope), never headers, cookies or query string."""
 import logging
 import types
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._describe import describe_callable
 from .outcome import CleanupReport
@@ -41,6 +41,13 @@ def log_phase(reports: list[CleanupReport], request: str) -> None:
         sum(report.exception is not None and not report.timed_out for report in reports),
         sum(report.timed_out for report in reports),
     )
+
+
+class TimedOut(NamedTuple):
+    """What a cleanup past its timeout gives, for the phase to report."""
+
+    where: types.TracebackType | None  # where it was then, if known
+    waiting: bool = False  # still waiting for a worker thread
 
 
 def timeout_error(what: str, timeout: float | None, where: Any) -> TimeoutError:

@@ -9,10 +9,9 @@ import contextvars
 import inspect
 import logging
 import time
-import types
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 
@@ -20,6 +19,7 @@ from . import _log
 from ._backend import CleanupTask, Waiter, start_task, unshield
 from ._batch import AsyncBatch
 from ._describe import describe_request, is_async_callable
+from ._log import TimedOut
 from ._phases import Phases
 from ._threads import SyncJob
 from .outcome import CleanupReport, Outcome
@@ -28,11 +28,6 @@ from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
 logger = logging.getLogger("asgi_cleanup")
 
 ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
-
-
-class _TimedOut(NamedTuple):  # what a cleanup past its timeout gives
-    where: types.TracebackType | None  # where it was then, if known
-    waiting: bool = False  # still waiting for a worker thread
 
 
 Ran = tuple[Callable[..., Any], float, Any]  # a cleanup, when it began, and _record's result
@@ -146,15 +141,14 @@ class CleanupPhase:
                 batch.abandoned = True
                 self._phases.leave_behind(task, hold_outcome(self._registry))
                 assert batch.current is not None
-                abandoned.append((batch.current, batch.began, _TimedOut(where)))
+                abandoned.append((batch.current, batch.began, TimedOut(where)))
                 break
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
             raise
         finally:
             self._current = None
-        ran = [(f, b, _TimedOut(w) if over else e) for f, b, e, over, w in batch.results]
-        return ran + abandoned
+        return batch.results + abandoned
 
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> list[Ran]:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
@@ -171,7 +165,7 @@ class CleanupPhase:
         ran: list[Ran] = [(func, now - seconds, error) for func, seconds, error in job.results]
         if abandoned is not None:
             (func, *_), where = abandoned
-            ran.append((func, job.started_at, _TimedOut(where, job.late is not None)))
+            ran.append((func, job.started_at, TimedOut(where, job.late is not None)))
         elif job.current is not None and job.fatal is not None:
             ran.append((job.current[0], job.started_at, job.fatal))
         elif job.current is not None and job.awaitable is not None:
@@ -184,8 +178,8 @@ class CleanupPhase:
 
     async def _record(self, func: Callable[..., Any], began: float, result: Any) -> None:
         """Report a cleanup that ended with ``result`` (``None``, an exception or a
-        ``_TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
-        timed_out = type(result) is _TimedOut
+        ``TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
+        timed_out = type(result) is TimedOut
         if timed_out:
             message = _log.WAITED_OUT if result.waiting else _log.TIMED_OUT
             timeout = self._phases.timeout
@@ -223,7 +217,7 @@ class CleanupPhase:
                 return
             entry: Entry = (_awaited, (result,), {}, contextvars.copy_context())
             ((_, _, error),) = await self._run_async([entry], began)
-        if type(error) is _TimedOut:
+        if type(error) is TimedOut:
             error = _log.timeout_error("hook", self._phases.timeout, error.where)
         if error is not None:
             _log.log_error(f"{role} hook %s failed for %s", hook, error, self._request())
