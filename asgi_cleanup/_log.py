@@ -21,6 +21,7 @@ WAITED_OUT = (
     "Cleanup %s timed out after %gs waiting for a free worker thread for %s; "
     "it runs when one is free"
 )
+AROUND_FAILED = "sync_run_context %s failed %s a run of sync cleanups for %s"
 DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is not awaited"
 
 

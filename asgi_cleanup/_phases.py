@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from ._backend import CleanupTask, start_task, task_error, unshield
-from ._threads import WorkerPool
+from ._threads import SyncRunContext, WorkerPool
 from .outcome import CompleteHook, ErrorHook
 
 
@@ -26,6 +26,7 @@ class Phases:
         self.timeout, self.shutdown_timeout = timeout, shutdown_timeout
         self.on_error, self.on_complete = on_error, on_complete
         self.pool = WorkerPool(thread_limit)
+        self.sync_run_context: SyncRunContext | None = None  # set by the middleware
         self.running: set[Any] = set()  # the CleanupPhase objects running or pending
         self.left_behind: set[CleanupTask] = set()
         self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references

@@ -20,10 +20,12 @@ import anyio
 
 from ._backend import call_from_thread, new_signal
 from ._describe import is_async_callable
-from ._log import DROPPED, FAILED, FATAL, frames_traceback, log_error
+from ._log import AROUND_FAILED, DROPPED, FAILED, FATAL, frames_traceback, log_error
 from .registry import Entry
 
 Result = tuple[Callable[..., Any], float, BaseException | None]  # cleanup, seconds, error
+# The middleware's sync_run_context: makes what each run of sync cleanups runs within.
+SyncRunContext = Callable[[], contextlib.AbstractContextManager[object]]
 
 
 class WorkerPool:
@@ -172,10 +174,10 @@ class SyncJob:
                 frame = frame.f_back
         return None
 
-    def run(self) -> None:
+    def run(self, around: SyncRunContext | None = None) -> None:
         fatal = None
         try:
-            self._run()
+            self._run() if around is None else self._run_within(around)
         except BaseException as exc:  # raised on the event loop, not lost in this thread
             fatal = exc
         with self.lock:
@@ -187,6 +189,21 @@ class SyncJob:
         for notify in self._notify:
             with contextlib.suppress(Exception):  # the event loop is gone: nobody waits
                 notify()
+
+    def _run_within(self, around: SyncRunContext) -> None:
+        """``_run()`` inside ``around()``, whose failures are logged: the cleanups run anyway."""
+        try:
+            (manager := around()).__enter__()
+        except Exception as exc:
+            log_error(AROUND_FAILED, around, exc, "entering", self._request)
+            return self._run()
+        try:
+            self._run()
+        finally:
+            try:
+                manager.__exit__(None, None, None)
+            except Exception as exc:
+                log_error(AROUND_FAILED, around, exc, "leaving", self._request)
 
     def _run(self) -> None:
         done: Result | None = None  # what the last cleanup gave, recorded under the next lock

@@ -1,16 +1,19 @@
-"""Django: the request's cleanup registry from an ``HttpRequest`` served over ASGI.
+"""Django: the request's cleanup registry from an ``HttpRequest`` served over ASGI, and
+Django's database connection rules for the middleware's worker threads.
 
-Django itself is not imported: the request's ASGI scope is its ``scope`` attribute (on
-``ASGIRequest``). ``register`` is thread-safe, so sync views, which Django runs in a worker
-thread, call it as async views do.
+Django itself is imported only when ``closing_old_connections`` runs: the request's ASGI scope
+is its ``scope`` attribute (on ``ASGIRequest``). ``register`` is thread-safe, so sync views,
+which Django runs in a worker thread, call it as async views do.
 """
 
-from collections.abc import Mapping
+import contextlib
+import importlib
+from collections.abc import Iterator, Mapping
 
 from ._access import registry_in
 from .registry import CleanupRegistry
 
-__all__ = ["cleanup_registry"]
+__all__ = ["cleanup_registry", "closing_old_connections"]
 
 _INSTALL = (
     "Wrap Django's handler in asgi.py: "
@@ -33,3 +36,24 @@ def cleanup_registry(request: object) -> CleanupRegistry:
             f"project's asgi.py with an ASGI server. {_INSTALL}"
         )
     return registry_in(scope, _INSTALL)
+
+
+@contextlib.contextmanager
+def closing_old_connections() -> Iterator[None]:
+    """Treat a run of sync cleanups as Django treats a request: ``close_old_connections()``
+    before and after it, in its worker thread.
+
+    Pass it as ``CleanupMiddleware(get_asgi_application(), sync_run_context=
+    closing_old_connections)``. Django keeps a connection per thread and closes it only
+    around a request (``request_started`` / ``request_finished``), in the thread that served
+    it; a sync cleanup runs in one of the middleware's threads instead. So, there, a
+    connection older than ``CONN_MAX_AGE`` (``0``, the default: every one) is closed after the
+    run, as is one left with autocommit off (an open transaction) or made unusable by an
+    error; with ``CONN_MAX_AGE > 0`` the thread keeps a healthy one for its next run.
+    """
+    close = importlib.import_module("django.db").close_old_connections  # Django has no types
+    close()
+    try:
+        yield
+    finally:
+        close()

@@ -11,6 +11,7 @@ from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
 from ._options import validate_thread_limit, validate_timeout
 from ._phases import Phases
+from ._threads import SyncRunContext
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .outcome import CompleteHook, ErrorHook, Outcome
 from .phase import CleanupPhase
@@ -55,6 +56,9 @@ class CleanupMiddleware:
     :param on_complete: called as ``on_complete(reports, outcome)`` once a request's cleanups
         have all run, with a :class:`~asgi_cleanup.CleanupReport` (duration, exception,
         timed out) per cleanup in run order; sync or async, like ``on_error``.
+    :param sync_run_context: keyword only: makes a context manager entered in the worker thread
+        around each run of a request's consecutive sync cleanups (Django's connection rules:
+        ``asgi_cleanup.django.closing_old_connections``). Its failures are logged, never fatal.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -70,6 +74,7 @@ class CleanupMiddleware:
         thread_limit: int = _UNSET,
         on_error: ErrorHook | str | None = _UNSET,
         on_complete: CompleteHook | str | None = _UNSET,
+        sync_run_context: SyncRunContext | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
@@ -89,9 +94,12 @@ class CleanupMiddleware:
         self.thread_limit = validate_thread_limit(option("thread_limit", thread_limit))
         self.on_error: ErrorHook | None = validate_hook("on_error", option("on_error", on_error))
         complete = validate_hook("on_complete", option("on_complete", on_complete))
+        if sync_run_context is not None and not callable(sync_run_context):
+            raise TypeError(f"sync_run_context must be callable or None, got {sync_run_context!r}")
         self._phases = Phases(
             self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, complete
         )
+        self._phases.sync_run_context = sync_run_context
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
 

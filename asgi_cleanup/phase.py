@@ -154,7 +154,8 @@ class CleanupPhase:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
         timeout, pool = self._phases.timeout, self._phases.pool
         job = SyncJob(pending, then, self._request(), self._reports is not None)
-        pool.submit(job.run)
+        around = self._phases.sync_run_context
+        pool.submit(job.run if around is None else partial(job.run, around))
         abandoned = None
         while not await self._wait(job.ended, job.deadline(timeout)):
             assert timeout is not None, "no deadline without a timeout"
