@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from types import SimpleNamespace
 
 import anyio
 import pytest
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 from django.urls import path
@@ -16,7 +18,7 @@ from django_project.asgi import application, django_application
 from recipe_support import Message, cleanups_run, client_for, lifespan
 
 from asgi_cleanup import Outcome
-from asgi_cleanup.django import cleanup_registry
+from asgi_cleanup.django import cleanup_registry, closing_old_connections
 
 pytestmark = pytest.mark.anyio
 
@@ -99,8 +101,23 @@ async def slow_view(request: HttpRequest) -> HttpResponse:
 
 
 seen_outcomes: list[Outcome | None] = []
+thread_sensitive_ran: list[str] = []
 
-urlpatterns = [path("contextvar", view_setting_a_contextvar), path("slow", slow_view)]
+
+async def view_registering_a_thread_sensitive_cleanup(request: HttpRequest) -> HttpResponse:
+    # The other way the recipe compares: asgiref's thread-sensitive executor for the cleanup.
+    def audit() -> None:
+        thread_sensitive_ran.append(threading.current_thread().name)
+
+    cleanup_registry(request).register(sync_to_async(audit, thread_sensitive=True))
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("contextvar", view_setting_a_contextvar),
+    path("slow", slow_view),
+    path("thread-sensitive", view_registering_a_thread_sensitive_cleanup),
+]
 
 
 async def test_django_context_set_in_a_view_before_registering_reaches_the_cleanup() -> None:
@@ -159,3 +176,22 @@ async def test_django_view_cancelled_by_a_client_disconnect_still_gets_its_clean
         False,
         True,
     )
+
+
+def test_django_recipe_applies_djangos_connection_rules_to_sync_cleanups() -> None:
+    assert application._phases.sync_run_context is closing_old_connections
+
+
+async def test_django_thread_sensitive_cleanup_of_a_view_gets_a_new_thread_per_request() -> None:
+    # Django runs each request in a ThreadSensitiveContext, gone by cleanup time; a cleanup
+    # runs in a copy of the view's context, so asgiref (3.13 here) makes a new one-thread
+    # executor for it: a new thread, and a new database connection, for every request.
+    thread_sensitive_ran.clear()
+    with override_settings(ROOT_URLCONF=__name__):
+        async with client_for(application) as client:
+            for _ in range(3):
+                assert (await client.get("/thread-sensitive")).status_code == 200
+
+    assert len(thread_sensitive_ran) == 3
+    assert len(set(thread_sensitive_ran)) == 3, thread_sensitive_ran
+    assert all(name.startswith("ThreadPoolExecutor-") for name in thread_sensitive_ran)
