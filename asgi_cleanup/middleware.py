@@ -99,7 +99,7 @@ class CleanupMiddleware:
         self._phases = Phases(
             self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, complete
         )
-        self._phases.sync_run_context = sync_run_context
+        self.sync_run_context = self._phases.sync_run_context = sync_run_context
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
 

@@ -179,7 +179,7 @@ async def test_django_view_cancelled_by_a_client_disconnect_still_gets_its_clean
 
 
 def test_django_recipe_applies_djangos_connection_rules_to_sync_cleanups() -> None:
-    assert application._phases.sync_run_context is closing_old_connections
+    assert application.sync_run_context is closing_old_connections
 
 
 async def test_django_thread_sensitive_cleanup_of_a_view_gets_a_new_thread_per_request() -> None:
