@@ -1,7 +1,7 @@
 """What differs between asyncio and trio: a task of its own for a cleanup or a detached phase,
 the one-shot signals a phase waits on, calls from a worker thread, and ``Waiter``, which holds
 back a cancellation of the request's task until its phase ends. Public APIs only: asyncio's
-eager start (3.12+) and ``Task.cancel()``, trio's ``spawn_system_task`` and cancel scopes.
+eager start (3.12+), trio's ``spawn_system_task``, anyio's and trio's cancel scopes.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ EAGER = sys.version_info >= (3, 12)  # asyncio tasks can start eagerly (public f
 
 class _TrioTask:
     """A trio system task (no nursery outlives a request when there is no lifespan), shielded
-    so that trio's end does not cut it until ``unshield()``; ``cancel()`` cancels it."""
+    so that trio's end does not cut it until ``unshield()``."""
 
     def __init__(self, coro: Coroutine[Any, Any, Any], context: Context) -> None:
         import trio
@@ -30,15 +30,13 @@ class _TrioTask:
         self._scope = trio.CancelScope(shield=True)
         self._callbacks: list[Callable[[Any], object]] = []
         self.finished = trio.Event()
-        self.error: BaseException | None = None
         trio.lowlevel.spawn_system_task(self._run, context=context)
 
     async def _run(self) -> None:
-        try:
-            with self._scope:
-                await self._coro
-        except BaseException as exc:  # never out of a system task: trio would crash
-            self.error = exc
+        # Nothing may leave a system task (trio would crash): what it runs raises nothing, and
+        # its scope catches the cancellation at trio's end.
+        with self._scope:
+            await self._coro
         self.finished.set()
         for callback in self._callbacks:
             callback(self)
@@ -47,14 +45,11 @@ class _TrioTask:
     def done(self) -> bool:
         return self.finished.is_set()
 
-    def cancel(self) -> None:
-        self._scope.cancel()
-
     def add_done_callback(self, callback: Callable[[Any], object], /) -> None:
         self._callbacks.append(callback)
 
 
-CleanupTask = asyncio.Task[Any] | _TrioTask  # the same few methods on both
+CleanupTask = asyncio.Task[Any] | _TrioTask  # done() and add_done_callback() on both
 
 
 def start_task(
@@ -73,14 +68,10 @@ def start_task(
     return loop.create_task(coro, context=context)
 
 
-def task_error(task: CleanupTask) -> BaseException | None:
-    """What a finished task raised (its own cancellation included), or ``None``."""
-    if isinstance(task, _TrioTask):
-        return task.error
-    try:
-        return task.exception()
-    except asyncio.CancelledError as exc:  # it was cancelled
-        return exc
+def retrieve(task: CleanupTask) -> None:
+    """Mark how a finished task ended as seen: asyncio logs an exception nobody retrieved."""
+    if isinstance(task, asyncio.Task) and not task.cancelled():
+        task.exception()
 
 
 def unshield(task: CleanupTask) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from ._backend import CleanupTask, start_task, task_error, unshield
+from ._backend import CleanupTask, retrieve, start_task, unshield
 from ._threads import SyncRunContext, WorkerPool
 from .outcome import CompleteHook, ErrorHook
 
@@ -50,7 +50,7 @@ class Phases:
         self.left_behind.add(task)
 
         def ended(_: object) -> None:
-            task_error(task)  # retrieved: what it did past its timeout was reported as that
+            retrieve(task)  # what it did past its timeout was reported as that
             self.left_behind.discard(task)
             let_go()
             self._check_idle()
