@@ -35,9 +35,6 @@ def describe_callable(func: Any) -> str:
 def _name(func: Any) -> str:
     if isinstance(func, functools.partial):
         return f"functools.partial({describe_callable(func.func)})"
-    cleanup_name = getattr(func, "cleanup_name", None)
-    if isinstance(cleanup_name, str):  # a context manager's exit
-        return cleanup_name
     qualname: object = getattr(func, "__qualname__", None)
     if not isinstance(qualname, str):  # an object: its class names it
         return f"{type(func).__module__}.{type(func).__qualname__}"

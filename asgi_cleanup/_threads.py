@@ -38,7 +38,8 @@ class WorkerPool:
 
     def _reset(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._threads = self._idle = self._queued = self._left_behind = 0
+        # _free: idle threads less jobs queued for a busy one (one of the two is always 0).
+        self._threads = self._free = self._left_behind = 0
         self._wakeups: list[Callable[[], None]] = []  # called once none is left behind
         self._pid = os.getpid()
 
@@ -47,13 +48,11 @@ class WorkerPool:
         with self._lock:
             if self._pid != os.getpid():  # a forked child inherits counters, not threads
                 self._reset()
-            if self._idle:
-                self._idle -= 1
-            elif self._threads < self._limit:
+            if self._free <= 0 and self._threads < self._limit:
                 self._threads += 1
                 threading.Thread(target=self._work, name="asgi-cleanup worker", daemon=True).start()
             else:
-                self._queued += 1  # waits for a busy thread
+                self._free -= 1
             jobs = self._jobs
         jobs.put(job)
 
@@ -62,10 +61,7 @@ class WorkerPool:
         while True:
             jobs.get()()
             with self._lock:
-                if self._queued:
-                    self._queued -= 1
-                else:
-                    self._idle += 1
+                self._free += 1
 
     @property
     def left_behind(self) -> int:
@@ -89,8 +85,7 @@ class WorkerPool:
             wake()
 
     async def wait_left_behind(self) -> None:
-        """Wait, without blocking the event loop, until no job left behind is queued or
-        running."""
+        """Wait, off the event loop's thread, until no job left behind is queued or running."""
         while True:
             done = anyio.Event()
             wake = call_from_thread(done.set)
@@ -209,15 +204,20 @@ class SyncJob:
         done: Result | None = None  # what the last cleanup gave, recorded under the next lock
         while True:
             with self.lock:
-                if self.abandoned:
+                began = time.monotonic()
+                if not self.abandoned:
+                    if done is not None:
+                        self.results.append(done)
+                    source = self.pending or self.then
+                    if not source or is_async_callable(source[-1][0]):
+                        return
+                    self.current, self.started_at = source.pop(), began
+                elif self.late is not None and self.current is None:
+                    # Given up before a thread was free: it runs alone, nobody waiting for it.
+                    self.current = self.late
+                else:
                     break
-                if done is not None:
-                    self.results.append(done)
-                source = self.pending or self.then
-                if not source or is_async_callable(source[-1][0]):
-                    return
-                self.current = func, args, kwargs, context = source.pop()
-                began = self.started_at = time.monotonic()
+                func, args, kwargs, context = self.current
             try:
                 # Unpacking an empty kwargs still builds a dict: most cleanups have none.
                 result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
@@ -232,21 +232,8 @@ class SyncJob:
                 self._drop(func, result)
                 return
             done = (func, time.monotonic() - began, None) if self._record_successes else None
-        if self.late is not None and self.current is None:
-            self.current = self.late
-            self._run_late(*self.late)
-        elif done is not None and done[2] is not None:
+        if done is not None and done[2] is not None:
             log_error(FAILED, done[0], done[2], " after it was abandoned", self._request)
-
-    def _run_late(self, func: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> None:
-        """The cleanup given up before a thread was free: alone, nobody waiting for it."""
-        try:
-            result = context.run(func, *args, **kwargs)
-        except (Exception, CancelledError) as exc:
-            log_error(FAILED, func, exc, " after it was abandoned", self._request)
-            return
-        if result is not None and inspect.isawaitable(result):
-            self._drop(func, result)
 
     def _drop(self, func: Callable[..., Any], awaitable: Any) -> None:
         """An awaitable returned after the phase stopped waiting: nobody can await it."""

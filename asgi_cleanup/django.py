@@ -10,8 +10,7 @@ import contextlib
 import importlib
 from collections.abc import Iterator, Mapping
 
-from ._access import registry_in
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, registry_in
 
 __all__ = ["cleanup_registry", "closing_old_connections"]
 

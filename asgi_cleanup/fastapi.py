@@ -16,8 +16,7 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.requests import HTTPConnection
 
-from ._access import registry_in
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, registry_in
 
 __all__ = ["CleanupRegistryDep", "cleanup_registry", "get_cleanup_registry"]
 

@@ -18,8 +18,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.types import Scope
 
-from ._access import registry_in
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, registry_in
 
 __all__ = ["cleanup_registry", "provide_cleanup_registry"]
 

@@ -15,7 +15,7 @@ from ._threads import SyncRunContext
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
 from .outcome import CompleteHook, ErrorHook, Outcome
 from .phase import CleanupPhase
-from .registry import CleanupRegistry, Directive, Entry, add_directives, begin_phase, freeze
+from .registry import CleanupRegistry, Directive, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
 logger = logging.getLogger("asgi_cleanup")
@@ -132,22 +132,18 @@ class CleanupMiddleware:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:
             # No local may hold the exception: its traceback holds this frame, a cycle.
-            entries, nested = responder.finish(registry)
-            if not entries and not directives and not nested:
+            phase = responder.phase(self._phases, scope, registry, directives, exc)
+            if phase is None:
                 raise
-            directives = _with_nested(directives, nested)
-            phase = responder.phase(self._phases, scope, registry, entries, directives, exc)
             if _is_cancellation(exc):
                 await phase.run()  # to its end; then the cancellation goes on
             else:
                 # The server sees the exception at once; the cleanups follow.
                 self._phases.spawn(phase)
             raise
-        entries, nested = responder.finish(registry)
-        if not entries and not directives and not nested:
+        phase = responder.phase(self._phases, scope, registry, directives, None)
+        if phase is None:
             return
-        directives = _with_nested(directives, nested)
-        phase = responder.phase(self._phases, scope, registry, entries, directives, None)
         if responder.complete() and not (scope_type == "websocket" and responder.disconnected):
             await phase.run()
         else:
@@ -234,24 +230,21 @@ class _Responder:
             self.disconnected = self.closed_by_client = True
         return message
 
-    def finish(
-        self, registry: CleanupRegistry
-    ) -> tuple[list[Entry] | None, list[Directive] | None]:
-        """The app call is over: let go of the server's send and receive, and freeze
-        ``registry``: its entries, and the directives nested middlewares added."""
-        self._send, self._receive = _send_after_return, _receive_after_return
-        return freeze(registry)
-
     def phase(
         self,
         phases: Phases,
         scope: Scope,
         registry: CleanupRegistry,
-        entries: list[Entry] | None,
         directives: tuple[Directive, ...],
         exc: BaseException | None,
-    ) -> CleanupPhase:
-        """The request's cleanup phase; ``exc``: what the app call raised."""
+    ) -> CleanupPhase | None:
+        """The app call is over (``exc``: what it raised): let go of the server's send and
+        receive, freeze ``registry``, and make the request's cleanup phase, if it has any."""
+        self._send, self._receive = _send_after_return, _receive_after_return
+        entries, nested = freeze(registry)
+        if not entries and not directives and not nested:
+            return None
+        directives = _with_nested(directives, nested)
         duration = perf_counter() - self._began
         start = self.first
         status = start["status"] if start is not None and start["type"] in _START_TYPES else None

@@ -15,8 +15,7 @@ from quart import Request, Websocket, has_request_context, has_websocket_context
 from quart import request as current_request
 from quart import websocket as current_websocket
 
-from ._access import registry_in
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, registry_in
 
 __all__ = ["cleanup_registry"]
 

@@ -1,12 +1,9 @@
-"""``CleanupRegistry``, the request's list of cleanups at ``scope["cleanup"]``.
-
-The functions after the class are the phase's side of it (freeze, outcome, nested directives):
-the registry is the user's object, and only this module touches its state.
-"""
+"""``CleanupRegistry`` at ``scope["cleanup"]``. The functions after the class are the phase's
+and the framework helpers' side of it: only this module touches its state."""
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import Context, copy_context
 from functools import partial
@@ -18,6 +15,7 @@ from .outcome import Outcome
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # (func, args, kwargs, context): as register() received them, and a copy of the context then.
 Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context]
@@ -75,8 +73,9 @@ class CleanupRegistry:
                 return func
         finally:
             _release()
-        name = describe_callable(func)
-        logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
+        logger.warning(
+            "Cleanup %s registered after cleanups started; it will not run", describe_callable(func)
+        )
         return func
 
     def enter_context(self, cm: AbstractContextManager[T]) -> T:
@@ -97,7 +96,11 @@ class CleanupRegistry:
             cm, "enter_context", "a context manager", "__enter__", "__exit__"
         )
         value: T = enter(cm)
-        self.register(_ContextExit(self, cm, exit_))
+
+        def exit_cleanup() -> None:
+            exit_(cm, *_exc_info(self))
+
+        self.register(_named(exit_cleanup, cm, "__exit__"))
         return value
 
     async def enter_async_context(self, cm: AbstractAsyncContextManager[T]) -> T:
@@ -111,7 +114,11 @@ class CleanupRegistry:
             cm, "enter_async_context", "an async context manager", "__aenter__", "__aexit__"
         )
         value: T = await enter(cm)
-        self.register(_AsyncContextExit(self, cm, exit_))
+
+        async def exit_cleanup() -> None:
+            await exit_(cm, *_exc_info(self))
+
+        self.register(_named(exit_cleanup, cm, "__aexit__"))
         return value
 
     def _methods(
@@ -181,7 +188,6 @@ def freeze(registry: CleanupRegistry) -> tuple[list[Entry] | None, list[Directiv
 
 
 def add_directives(registry: CleanupRegistry, directives: tuple[Directive, ...]) -> None:
-    """Add a nested middleware's directive cleanups to the request's phase."""
     if not directives:
         return
     with _lock:
@@ -202,8 +208,7 @@ def begin_phase(
 
 
 def hold_outcome(registry: CleanupRegistry) -> Callable[[], None]:
-    """Keep the outcome for a cleanup the phase leaves behind; call what this returns (from
-    any thread) once it has ended."""
+    """Keep the outcome for a cleanup left behind; what this returns lets go, from any thread."""
     with _lock:
         registry._holders += 1
     return partial(let_go, registry)
@@ -222,33 +227,27 @@ def let_go(registry: CleanupRegistry) -> None:
         _release()
 
 
-class _ContextExit:
-    """A sync context manager's exit, as a cleanup."""
-
-    __slots__ = ("_cm", "_exit", "_registry")
-    _method = "__exit__"
-
-    def __init__(self, registry: CleanupRegistry, cm: Any, exit_: Callable[..., Any]) -> None:
-        self._registry, self._cm, self._exit = registry, cm, exit_
-
-    @property
-    def cleanup_name(self) -> str:
-        cls = type(self._cm)
-        return f"{cls.__module__}.{cls.__qualname__}.{self._method}"
-
-    def _exc_info(self) -> tuple[Any, Any, Any]:
-        exc = self._registry._ended_with
-        return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
-
-    def __call__(self) -> None:
-        self._exit(self._cm, *self._exc_info())
+def _exc_info(registry: CleanupRegistry) -> tuple[Any, Any, Any]:
+    exc = registry._ended_with
+    return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
 
 
-class _AsyncContextExit(_ContextExit):
-    """An async context manager's exit, as a cleanup."""
+def _named(exit_cleanup: F, cm: object, method: str) -> F:
+    """``exit_cleanup``, named in logs and reports as ``cm``'s ``method``."""
+    cls = type(cm)
+    exit_cleanup.__module__ = cls.__module__
+    exit_cleanup.__qualname__ = f"{cls.__qualname__}.{method}"
+    return exit_cleanup
 
-    __slots__ = ()
-    _method = "__aexit__"
 
-    async def __call__(self) -> None:  # type: ignore[override]
-        await self._exit(self._cm, *self._exc_info())
+def registry_in(scope: Mapping[str, Any], install: str) -> CleanupRegistry:
+    """``scope["cleanup"]``, or a ``RuntimeError`` ending with ``install``: how to put
+    ``CleanupMiddleware`` around the app in the caller's framework."""
+    registry = scope.get("cleanup")
+    if isinstance(registry, CleanupRegistry):
+        return registry
+    found = "has no 'cleanup' key" if registry is None else f"holds {type(registry).__name__}"
+    raise RuntimeError(
+        f"No cleanup registry for this request: its scope {found}, so CleanupMiddleware is not "
+        f"around the app that serves it. {install}"
+    )

@@ -5,8 +5,7 @@ FastAPI users: :mod:`asgi_cleanup.fastapi` has the same as a dependency.
 
 from starlette.requests import HTTPConnection
 
-from ._access import registry_in
-from .registry import CleanupRegistry
+from .registry import CleanupRegistry, registry_in
 
 __all__ = ["cleanup_registry"]
 
