@@ -50,9 +50,8 @@ async def serve_lifespan(
             type(exc).__name__,
             exc,
         )
-    else:
-        if answered:
-            return
+    if answered:
+        return
     if "lifespan.startup" not in received:
         await receive()
     await send({"type": "lifespan.startup.complete"})

@@ -28,8 +28,6 @@ DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is
 def log_error(
     message: str, func: Callable[..., Any], exc: BaseException | None, *args: Any
 ) -> None:
-    """``message`` at ERROR, filled with the name of ``func`` and ``args``, with the traceback of
-    ``exc``."""
     logger.error(message, describe_callable(func), *args, exc_info=exc)
 
 
@@ -52,7 +50,6 @@ class TimedOut(NamedTuple):
 
 
 def timeout_error(what: str, timeout: float | None, where: Any) -> TimeoutError:
-    """``what`` timed out, with ``where`` it was then (a traceback, or ``None``)."""
     return TimeoutError(f"{what} timed out after {timeout:g}s").with_traceback(where)
 
 

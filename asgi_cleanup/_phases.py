@@ -2,6 +2,7 @@
 cleanups they left behind, which ``drain()`` and the lifespan shutdown wait for."""
 
 import contextvars
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,10 +12,15 @@ from ._backend import CleanupTask, retrieve, start_task, unshield
 from ._threads import SyncRunContext, WorkerPool
 from .outcome import CompleteHook, ErrorHook
 
+logger = logging.getLogger("asgi_cleanup")
+
+_SHUTDOWN_WARNING = (
+    "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left running"
+    " past their timeout and %d sync cleanup(s) still in worker threads after %gs"
+)
+
 
 class Phases:
-    """A middleware's phase settings, its phases, and the cleanups they left behind."""
-
     def __init__(
         self,
         timeout: float | None,
@@ -74,10 +80,16 @@ class Phases:
             if not self.running and not self.left_behind:
                 return
 
-    def release(self) -> None:
-        """The shutdown's bound has passed: hold back no cancellation, shield nothing."""
-        self.released = True
-        for phase in list(self.running):
-            phase.release()
-        for task in (*self.left_behind, *self._detached):
-            unshield(task)
+    async def shutdown(self) -> None:
+        """``drain()`` within ``shutdown_timeout``; past it, nothing of ours holds the server any
+        more (a sync cleanup left in its daemon thread is cut off when the process exits)."""
+        with anyio.move_on_after(self.shutdown_timeout):
+            await self.drain()
+        counts = len(self.running), len(self.left_behind), self.pool.left_behind
+        if any(counts):
+            self.released = True  # from now on, phases hold back no cancellation
+            for phase in list(self.running):
+                phase.release()
+            for task in (*self.left_behind, *self._detached):
+                unshield(task)
+            logger.warning(_SHUTDOWN_WARNING, *counts, self.shutdown_timeout)

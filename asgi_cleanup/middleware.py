@@ -1,4 +1,3 @@
-import logging
 import os
 from collections.abc import Mapping
 from functools import partial
@@ -18,14 +17,8 @@ from .phase import CleanupPhase
 from .registry import CleanupRegistry, Directive, add_directives, begin_phase, freeze
 from .settings import load_settings, validate_hook
 
-logger = logging.getLogger("asgi_cleanup")
-
 _UNSET: Any = object()
 _DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8}
-_SHUTDOWN_WARNING = (
-    "Shutting down with %d cleanup phase(s) still running, %d async cleanup(s) left running"
-    " past their timeout and %d sync cleanup(s) still in worker threads after %gs"
-)
 _START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
 # Besides a final http.response.body, what can end a response, and the key that says more
 # follows (None: always the last).
@@ -84,7 +77,6 @@ class CleanupMiddleware:
         self._directives_for = None if loaded is None else loaded.directives_for
 
         def option(name: str, value: Any) -> Any:
-            # An explicit keyword, even None, wins over the settings; those over the default.
             return value if value is not _UNSET else options.get(name, _DEFAULTS.get(name))
 
         self.timeout = validate_timeout("timeout", option("timeout", timeout))
@@ -108,7 +100,7 @@ class CleanupMiddleware:
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
                 self._find_shutdown = False
-                await serve_lifespan(self.app, scope, receive, send, self._drain_for_shutdown)
+                await serve_lifespan(self.app, scope, receive, send, self._phases.shutdown)
             else:
                 await self.app(scope, receive, send)
             return
@@ -121,7 +113,7 @@ class CleanupMiddleware:
             return
         if self._find_shutdown:
             self._find_shutdown = False
-            hook_twisted_shutdown(self._drain_for_shutdown)
+            hook_twisted_shutdown(self._phases.shutdown)
 
         registry = scope["cleanup"] = CleanupRegistry()
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
@@ -163,27 +155,15 @@ class CleanupMiddleware:
         self._phases.on_complete = validate_hook("on_complete", hook)
 
     async def drain(self) -> None:
-        """Wait until every cleanup phase running or pending has finished, every async
-        cleanup a phase left behind (it did not stop when cancelled at its timeout) has
-        ended, and every sync cleanup a phase left behind in a worker thread (abandoned at its
-        timeout, or given up waiting for a thread and still to run) has returned.
+        """Wait until every cleanup phase running or pending has finished, and every cleanup a
+        phase left behind has ended: an async one that did not stop when cancelled at its
+        timeout, a sync one in its worker thread (abandoned at its timeout, or given up waiting
+        for a thread and still to run).
 
-        For tests and embedding code; bound it with ``anyio.fail_after`` or
-        ``anyio.move_on_after`` if needed. ``lifespan.shutdown`` does the same, bounded by
-        ``shutdown_timeout``.
+        For tests and embedding code; bound it with ``anyio.fail_after`` if needed.
+        ``lifespan.shutdown`` does the same, bounded by ``shutdown_timeout``.
         """
         await self._phases.drain()
-
-    async def _drain_for_shutdown(self) -> None:
-        # drain() within shutdown_timeout; past it, nothing of ours holds the server any more
-        # (a sync cleanup left in its daemon thread is cut off when the process exits).
-        with anyio.move_on_after(self.shutdown_timeout):
-            await self.drain()
-        phases = self._phases
-        counts = len(phases.running), len(phases.left_behind), phases.pool.left_behind
-        if any(counts):
-            phases.release()
-            logger.warning(_SHUTDOWN_WARNING, *counts, self.shutdown_timeout)
 
 
 class _Responder:
