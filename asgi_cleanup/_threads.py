@@ -1,8 +1,6 @@
 """Sync cleanups in the middleware's own daemon threads (anyio's are not daemons, and would
 keep the process from exiting): the pool, and a run of consecutive sync cleanups in one thread.
-A cleanup abandoned at its timeout keeps its thread, and so its place in ``limit``, until it
-returns; jobs their phase stopped waiting for are counted for ``drain()`` until they end.
-"""
+One abandoned at its timeout keeps its thread, and its place in ``limit``, until it returns."""
 
 import contextlib
 import inspect
@@ -29,7 +27,8 @@ SyncRunContext = Callable[[], contextlib.AbstractContextManager[object]]
 
 
 class WorkerPool:
-    """Runs jobs on at most ``limit`` daemon threads, queueing jobs while all are busy."""
+    """Runs jobs on at most ``limit`` daemon threads, queueing jobs while all are busy, and
+    counts the jobs their phase stopped waiting for until they end, for ``drain()``."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -85,7 +84,7 @@ class WorkerPool:
             wake()
 
     async def wait_left_behind(self) -> None:
-        """Wait, off the event loop's thread, until no job left behind is queued or running."""
+        """Wait, without blocking the loop, until no job left behind is queued or running."""
         while True:
             done = anyio.Event()
             wake = call_from_thread(done.set)
@@ -111,11 +110,7 @@ class SyncJob:
     """
 
     def __init__(
-        self,
-        pending: list[Entry],
-        then: list[Entry] | None,
-        request: str,
-        record_successes: bool,
+        self, pending: list[Entry], then: list[Entry] | None, request: str, record_successes: bool
     ) -> None:
         self.pending = pending
         self.then = then

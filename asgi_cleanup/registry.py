@@ -15,7 +15,6 @@ from .outcome import Outcome
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 # (func, args, kwargs, context): as register() received them, and a copy of the context then.
 Entry = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Context]
@@ -73,9 +72,8 @@ class CleanupRegistry:
                 return func
         finally:
             _release()
-        logger.warning(
-            "Cleanup %s registered after cleanups started; it will not run", describe_callable(func)
-        )
+        name = describe_callable(func)
+        logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
         return func
 
     def enter_context(self, cm: AbstractContextManager[T]) -> T:
@@ -95,12 +93,13 @@ class CleanupRegistry:
         enter, exit_ = self._methods(
             cm, "enter_context", "a context manager", "__enter__", "__exit__"
         )
-        value: T = enter(cm)
 
         def exit_cleanup() -> None:
             exit_(cm, *_exc_info(self))
 
-        self.register(_named(exit_cleanup, cm, "__exit__"))
+        _name_exit(exit_cleanup, cm, "__exit__")  # before entering: nothing may fail after it
+        value: T = enter(cm)
+        self.register(exit_cleanup)
         return value
 
     async def enter_async_context(self, cm: AbstractAsyncContextManager[T]) -> T:
@@ -113,12 +112,13 @@ class CleanupRegistry:
         enter, exit_ = self._methods(
             cm, "enter_async_context", "an async context manager", "__aenter__", "__aexit__"
         )
-        value: T = await enter(cm)
 
         async def exit_cleanup() -> None:
             await exit_(cm, *_exc_info(self))
 
-        self.register(_named(exit_cleanup, cm, "__aexit__"))
+        _name_exit(exit_cleanup, cm, "__aexit__")
+        value: T = await enter(cm)
+        self.register(exit_cleanup)
         return value
 
     def _methods(
@@ -232,12 +232,11 @@ def _exc_info(registry: CleanupRegistry) -> tuple[Any, Any, Any]:
     return (None, None, None) if exc is None else (type(exc), exc, exc.__traceback__)
 
 
-def _named(exit_cleanup: F, cm: object, method: str) -> F:
-    """``exit_cleanup``, named in logs and reports as ``cm``'s ``method``."""
+def _name_exit(exit_cleanup: Callable[[], Any], cm: object, method: str) -> None:
+    """Name ``exit_cleanup`` in logs and reports as ``cm``'s ``method``."""
     cls = type(cm)
     exit_cleanup.__module__ = cls.__module__
     exit_cleanup.__qualname__ = f"{cls.__qualname__}.{method}"
-    return exit_cleanup
 
 
 def registry_in(scope: Mapping[str, Any], install: str) -> CleanupRegistry:
