@@ -10,31 +10,84 @@ with the rest in a new one.
 """
 
 import asyncio
+import logging
+import math
 import time
 import types
+from collections import deque
 from collections.abc import Callable, Generator
 from contextvars import Context
 from typing import Any
 
 import anyio
 
-from ._backend import new_signal
+from ._backend import new_signal, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
 from .registry import Entry
 
 # (cleanup, when it began, and what it raised, a TimedOut if it overran its timeout, or None)
+logger = logging.getLogger("asgi_cleanup")
+_WAITED = (
+    "An async cleanup waited %.1fs for a place among async_limit=%d running at once: the "
+    "cap holds cleanups back (at most one such warning a minute)"
+)
+
 Result = tuple[Callable[..., Any], float, BaseException | TimedOut | None]
+
+
+class AsyncPlaces:
+    """``async_limit``: places for async cleanups running at once across a middleware's
+    requests, given in the order they were asked for. A WARNING says when one waited more
+    than a second, at most once a minute."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.free = limit
+        self._waiting: deque[Any] = deque()  # signals of those waiting, first come first
+        self._warned = -math.inf
+
+    def take(self) -> bool:
+        """Take a place if one is free and nobody waits for it first."""
+        if self.free and not self._waiting:
+            self.free -= 1
+            return True
+        return False
+
+    async def wait(self) -> None:
+        """Wait until a place is given to this caller."""
+        began, signal = time.monotonic(), new_signal()
+        self._waiting.append(signal)
+        try:
+            await wait_signal(signal, None)
+        except BaseException:
+            if signal.is_set():
+                self.give_back()  # given, but not taken up: the next one has it
+            else:
+                self._waiting.remove(signal)
+            raise
+        now = time.monotonic()
+        if now - began > 1 and now - self._warned > 60:
+            self._warned = now
+            logger.warning(_WAITED, now - began, self.limit)
+
+    def give_back(self) -> None:
+        """A cleanup has ended: its place goes to the first waiting, if any."""
+        if self._waiting:
+            self._waiting.popleft().set()
+        else:
+            self.free += 1
 
 
 class AsyncBatch:
     """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to;
-    the first began at ``began``, if given (its timeout counts from there). The phase reads
-    ``seq``, ``current``, ``began`` and ``coro`` (once it has waited) of the one running."""
+    the first began at ``began``, if given (its timeout counts from there), each once it has a
+    place of ``places``, if given. The phase reads ``seq``, ``current``, ``began``, ``waiting``
+    (for a place) and ``coro`` (once it has waited) of the one running."""
 
     __slots__ = (
         "_cut",
         "_first_began",
+        "_places",
         "_scope",
         "_step",
         "_where",
@@ -46,9 +99,16 @@ class AsyncBatch:
         "results",
         "seq",
         "timeout",
+        "waiting",
     )
 
-    def __init__(self, pending: list[Entry], timeout: float | None, began: float | None) -> None:
+    def __init__(
+        self,
+        pending: list[Entry],
+        timeout: float | None,
+        began: float | None,
+        places: AsyncPlaces | None,
+    ) -> None:
         self.pending = pending
         self.timeout = timeout
         self.results: list[Result] = []
@@ -56,8 +116,9 @@ class AsyncBatch:
         self.current: Callable[..., Any] | None = None
         self.began = 0.0
         self.coro: Any = None
-        self.abandoned = False
+        self.abandoned = self.waiting = False
         self._first_began = began
+        self._places = places
         self._step: Any = None  # set when the current cleanup ends; made when asked for
         self._cut = False
         self._where: types.TracebackType | None = None
@@ -82,7 +143,7 @@ class AsyncBatch:
             task: asyncio.Task[Any] | None = asyncio.current_task()
         except RuntimeError:  # trio: no task can cancel itself there
             task = None
-        pending, began = self.pending, self._first_began
+        pending, began, places = self.pending, self._first_began, self._places
         error: BaseException | None = None
         while pending and not self.abandoned and is_async_callable(pending[-1][0]):
             self._cut, self._where = False, None
@@ -96,6 +157,10 @@ class AsyncBatch:
                     self.seq += 1
                     if self.seq == 1 and self._step is not None:
                         self._wake()  # the phase waits for the first to begin, to time it
+                    if places is not None and not places.take():
+                        self.waiting = True  # past its timeout, the phase leaves it waiting
+                        await places.wait()
+                        self.waiting = False
                     try:
                         awaitable = func(*args, **kwargs)
                         coro = awaitable
@@ -114,6 +179,8 @@ class AsyncBatch:
                             error = exc
                         else:
                             error = None
+                    if places is not None:
+                        places.give_back()
                     if self._cut or (task is not None and task.cancelling()):
                         break  # ended below, outside the cancelled scope
                     self._ended(error, waited)

@@ -186,12 +186,15 @@ class Loader:
         if name in _options.HOOK_ARITY:
             return None if value is None and not self.toml else self.resolve(value, name)
         try:
-            if name == "thread_limit":
-                return _options.validate_thread_limit(value)
+            if name.endswith("_limit"):
+                no_cap = value is False and name == "async_limit"  # a file spells None false
+                return None if no_cap else _options.validate_limit(name, value)
             return None if value is False else _options.validate_timeout(name, value)
         except (TypeError, ValueError) as exc:
-            if name == "thread_limit":
-                _fail(str(exc))
+            if name.endswith("_limit"):
+                _fail(
+                    str(exc).replace(" or None", ", or false for no cap") if self.toml else str(exc)
+                )
             # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
             seconds = f"a number of seconds {_options.timeout_range(name)}"

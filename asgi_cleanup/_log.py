@@ -17,10 +17,7 @@ _MAX_DEPTH = 100  # frames a timeout's traceback follows at most
 FAILED = "Cleanup %s failed%s for %s"
 FATAL = "Cleanup %s raised %s %s for %s; it cannot be re-raised"
 TIMED_OUT = "Cleanup %s timed out after %gs and was abandoned for %s"
-WAITED_OUT = (
-    "Cleanup %s timed out after %gs waiting for a free worker thread for %s; "
-    "it runs when one is free"
-)
+WAITED_OUT = "Cleanup %s timed out after %gs waiting for %s for %s; it runs when one is free"
 AROUND_FAILED = "sync_run_context %s failed %s a run of sync cleanups for %s"
 DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is not awaited"
 
@@ -46,7 +43,7 @@ class TimedOut(NamedTuple):
     """What a cleanup past its timeout gives, for the phase to report."""
 
     where: types.TracebackType | None  # where it was then, if known
-    waiting: bool = False  # still waiting for a worker thread
+    waiting_for: str = ""  # what it was still waiting for: a worker thread, or a place
 
 
 def timeout_error(what: str, timeout: float | None, where: Any) -> TimeoutError:

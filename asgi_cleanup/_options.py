@@ -6,7 +6,14 @@ from typing import Any
 
 from ._handlers import check_callable, resolve, subject
 
-OPTION_NAMES = ("timeout", "shutdown_timeout", "thread_limit", "on_error", "on_complete")
+OPTION_NAMES = (
+    "timeout",
+    "shutdown_timeout",
+    "thread_limit",
+    "async_limit",
+    "on_error",
+    "on_complete",
+)
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 
 
@@ -28,12 +35,16 @@ def validate_timeout(name: str, value: Any) -> float | None:
     return None if math.isinf(value) else float(value)
 
 
-def validate_thread_limit(value: Any) -> int:
-    """:raises TypeError: unless an ``int`` (not a ``bool``); :raises ValueError: if below 1."""
+def validate_limit(name: str, value: Any) -> Any:
+    """A count >= 1: ``thread_limit``, or ``async_limit``, which may also be ``None`` (no cap).
+    :raises TypeError: unless an ``int`` (not a ``bool``); :raises ValueError: if below 1."""
+    if value is None and name == "async_limit":
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"thread_limit must be an int >= 1, got {value!r}")
+        wanted = "an int >= 1" + (" or None" if name == "async_limit" else "")
+        raise TypeError(f"{name} must be {wanted}, got {value!r}")
     if value < 1:
-        raise ValueError(f"thread_limit must be >= 1, got {value!r}")
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
     return value
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 
 from ._backend import CleanupTask, retrieve, start_task, unshield
+from ._batch import AsyncPlaces
 from ._threads import SyncRunContext, WorkerPool
 from .outcome import CompleteHook, ErrorHook
 
@@ -33,6 +34,7 @@ class Phases:
         self.on_error, self.on_complete = on_error, on_complete
         self.pool = WorkerPool(thread_limit)
         self.sync_run_context: SyncRunContext | None = None  # set by the middleware
+        self.places: AsyncPlaces | None = None  # async_limit, set by the middleware
         self.running: set[Any] = set()  # the CleanupPhase objects running or pending
         self.left_behind: set[CleanupTask] = set()
         self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references

@@ -6,9 +6,10 @@ from typing import Any
 
 import anyio
 
+from ._batch import AsyncPlaces
 from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
-from ._options import validate_thread_limit, validate_timeout
+from ._options import validate_limit, validate_timeout
 from ._phases import Phases
 from ._threads import SyncRunContext
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,9 @@ class CleanupMiddleware:
     :param timeout: seconds each cleanup may take before it is abandoned; ``None``: no limit.
     :param shutdown_timeout: seconds ``lifespan.shutdown`` waits for cleanups still running.
     :param thread_limit: sync cleanups running in worker threads at once, for this middleware.
+    :param async_limit: async cleanups running at once, for this middleware; ``None``: no cap.
+        One over the cap waits for a place, within its timeout; one that never got a place is
+        reported as timed out and runs once a place is free.
     :param on_error: called as ``on_error(cleanup, exception, outcome)`` for each cleanup that
         failed or timed out (then with a ``TimeoutError``), on the event loop; it may be async,
         or a handler reference (``"pkg.mod:func"``). A hook that raises is logged and ignored.
@@ -65,6 +69,7 @@ class CleanupMiddleware:
         timeout: float | None = _UNSET,
         shutdown_timeout: float | None = _UNSET,
         thread_limit: int = _UNSET,
+        async_limit: int | None = _UNSET,
         on_error: ErrorHook | str | None = _UNSET,
         on_complete: CompleteHook | str | None = _UNSET,
         sync_run_context: SyncRunContext | None = None,
@@ -83,7 +88,12 @@ class CleanupMiddleware:
         self.shutdown_timeout = validate_timeout(
             "shutdown_timeout", option("shutdown_timeout", shutdown_timeout)
         )
-        self.thread_limit = validate_thread_limit(option("thread_limit", thread_limit))
+        self.thread_limit: int = validate_limit(
+            "thread_limit", option("thread_limit", thread_limit)
+        )
+        self.async_limit: int | None = validate_limit(
+            "async_limit", option("async_limit", async_limit)
+        )
         self.on_error: ErrorHook | None = validate_hook("on_error", option("on_error", on_error))
         complete = validate_hook("on_complete", option("on_complete", on_complete))
         if sync_run_context is not None and not callable(sync_run_context):
@@ -92,6 +102,8 @@ class CleanupMiddleware:
             self.timeout, self.shutdown_timeout, self.thread_limit, self.on_error, complete
         )
         self.sync_run_context = self._phases.sync_run_context = sync_run_context
+        if self.async_limit is not None:
+            self._phases.places = AsyncPlaces(self.async_limit)
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
 

@@ -17,7 +17,7 @@ import anyio
 
 from . import _log
 from ._backend import CleanupTask, Waiter, start_task, unshield
-from ._batch import AsyncBatch
+from ._batch import AsyncBatch, AsyncPlaces
 from ._describe import describe_request, is_async_callable
 from ._log import TimedOut
 from ._phases import Phases
@@ -99,7 +99,7 @@ class CleanupPhase:
         for pending, then in ((self._entries, self._later), (self._later, None)):
             while pending:
                 if is_async_callable(pending[-1][0]):
-                    results = await self._run_async(pending)
+                    results = await self._run_async(pending, places=self._phases.places)
                 else:
                     results = await self._run_sync(pending, then)
                 for func, began, result in results:
@@ -116,11 +116,13 @@ class CleanupPhase:
             self._waiter = Waiter(self._phases.shutdown_timeout, self._phases.released)
         return await self._waiter.wait(signal, deadline)
 
-    async def _run_async(self, pending: list[Entry], began: float | None = None) -> list[Ran]:
-        """The async cleanups at the end of ``pending``, in a task of their own (``_batch``);
-        the first began at ``began``, if given."""
+    async def _run_async(
+        self, pending: list[Entry], began: float | None = None, places: AsyncPlaces | None = None
+    ) -> list[Ran]:
+        """The async cleanups at the end of ``pending``, in a task of their own (``_batch``),
+        each once it has one of ``places``, if given; the first began at ``began``, if given."""
         timeout = self._phases.timeout
-        batch = AsyncBatch(pending, timeout, began)
+        batch = AsyncBatch(pending, timeout, began, places)
         task = self._current = start_task(batch.run(), contextvars.copy_context())
         abandoned: list[Ran] = []
         try:
@@ -133,15 +135,20 @@ class CleanupPhase:
                 deadline = batch.began + timeout
                 if await self._wait(batch.step(), deadline) or batch.seq != seq:
                     continue
-                where = _log.suspended_traceback(batch.coro)
-                batch.cut(seq, where)
-                if await self._wait(batch.step(), deadline + min(ABANDON_GRACE, timeout)):
-                    continue
+                if batch.waiting:
+                    # It never had a place: it runs once one is free, as a sync cleanup
+                    # waiting for a thread does, and drain() waits for it.
+                    where, waiting_for = None, "a place among async_limit"
+                else:
+                    where, waiting_for = _log.suspended_traceback(batch.coro), ""
+                    batch.cut(seq, where)
+                    if await self._wait(batch.step(), deadline + min(ABANDON_GRACE, timeout)):
+                        continue
                 # It does not stop when cancelled: it goes on, and drain() waits for it.
                 batch.abandoned = True
                 self._phases.leave_behind(task, hold_outcome(self._registry))
                 assert batch.current is not None
-                abandoned.append((batch.current, batch.began, TimedOut(where)))
+                abandoned.append((batch.current, batch.began, TimedOut(where, waiting_for)))
                 break
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
@@ -166,14 +173,16 @@ class CleanupPhase:
         ran: list[Ran] = [(func, now - seconds, error) for func, seconds, error in job.results]
         if abandoned is not None:
             (func, *_), where = abandoned
-            ran.append((func, job.started_at, TimedOut(where, job.late is not None)))
+            waiting_for = "a free worker thread" if job.late is not None else ""
+            ran.append((func, job.started_at, TimedOut(where, waiting_for)))
         elif job.current is not None and job.fatal is not None:
             ran.append((job.current[0], job.started_at, job.fatal))
         elif job.current is not None and job.awaitable is not None:
             # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
             func, _, _, context = job.current
             entry: Entry = (_awaited, (job.awaitable,), {}, context)
-            ((_, _, result),) = await self._run_async([entry], job.started_at)
+            places = self._phases.places
+            ((_, _, result),) = await self._run_async([entry], job.started_at, places)
             ran.append((func, job.started_at, result))
         return ran
 
@@ -182,10 +191,12 @@ class CleanupPhase:
         ``TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
         timed_out = type(result) is TimedOut
         if timed_out:
-            message = _log.WAITED_OUT if result.waiting else _log.TIMED_OUT
-            timeout = self._phases.timeout
+            timeout, waiting_for = self._phases.timeout, result.waiting_for
             result = _log.timeout_error("cleanup", timeout, result.where)
-            _log.log_error(message, func, result, timeout, self._request())
+            if waiting_for:
+                _log.log_error(_log.WAITED_OUT, func, result, timeout, waiting_for, self._request())
+            else:
+                _log.log_error(_log.TIMED_OUT, func, result, timeout, self._request())
         elif result is not None:
             # Its own cancellation (it cancelled its task, or raised the class) is a failure.
             if not isinstance(result, (Exception, anyio.get_cancelled_exc_class())):
