@@ -189,12 +189,17 @@ class Loader:
             if name.endswith("_limit"):
                 no_cap = value is False and name == "async_limit"  # a file spells None false
                 return None if no_cap else _options.validate_limit(name, value)
+            if name in _options.QUEUE_OPTIONS:
+                from .queues import validate_option
+
+                return validate_option(name, value)
             return None if value is False else _options.validate_timeout(name, value)
         except (TypeError, ValueError) as exc:
-            if name.endswith("_limit"):
-                _fail(
-                    str(exc).replace(" or None", ", or false for no cap") if self.toml else str(exc)
-                )
+            if "timeout" not in name:
+                message = str(exc)
+                if self.toml and name.endswith("_limit"):
+                    message = message.replace(" or None", ", or false for no cap")
+                _fail(message)
             # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"
             seconds = f"a number of seconds {_options.timeout_range(name)}"
@@ -207,6 +212,10 @@ class Loader:
             wanted = "a handler reference" + ("" if self.toml else wanted)
             _fail(f"must be {wanted}, not {kind_of(item)}", *(() if hook else (item,)))
         try:
+            if type(item) is str and item.startswith(("job:celery:", "job:arq:")):
+                from .queues import directive_job  # a queue's job (docs/queues.md)
+
+                return check_callable(directive_job(item), 1)
             found = resolve(item, self.resolved) if _is(item, str) else item  # type: ignore[arg-type]
             return check_callable(found, _options.HOOK_ARITY[hook] if hook else 1)
         except (TypeError, ValueError) as exc:

@@ -6,13 +6,15 @@ from typing import Any
 
 from ._handlers import check_callable, resolve, subject
 
-OPTION_NAMES = (
+QUEUE_OPTIONS = ("queue", "arq_redis_url")  # validated by asgi_cleanup.queues
+OPTION_NAMES: tuple[str, ...] = (
     "timeout",
     "shutdown_timeout",
     "thread_limit",
     "async_limit",
     "on_error",
     "on_complete",
+    *QUEUE_OPTIONS,
 )
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
 

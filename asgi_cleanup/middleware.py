@@ -56,6 +56,8 @@ class CleanupMiddleware:
     :param sync_run_context: keyword only: makes a context manager entered in the worker thread
         around each run of a request's consecutive sync cleanups (Django's connection rules:
         ``asgi_cleanup.django.closing_old_connections``). Its failures are logged, never fatal.
+    :param queue: ``"celery"`` (``celery_app=``) or ``"arq"`` (``arq_redis=`` or ``arq_redis_url``):
+        the job queue of ``register_job()`` and ``job:`` directives (docs/queues.md).
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -73,6 +75,10 @@ class CleanupMiddleware:
         on_error: ErrorHook | str | None = _UNSET,
         on_complete: CompleteHook | str | None = _UNSET,
         sync_run_context: SyncRunContext | None = None,
+        queue: str | None = _UNSET,
+        arq_redis_url: str | None = _UNSET,
+        celery_app: Any = None,
+        arq_redis: Any = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
@@ -104,6 +110,13 @@ class CleanupMiddleware:
         self.sync_run_context = self._phases.sync_run_context = sync_run_context
         if self.async_limit is not None:
             self._phases.places = AsyncPlaces(self.async_limit)
+        self.queue: Any = None  # the job queue, made once: its registries carry it
+        self._registry = CleanupRegistry
+        jobs = option("queue", queue), option("arq_redis_url", arq_redis_url), celery_app, arq_redis
+        if loaded is not None or any(value is not None for value in jobs):
+            from .queues import setup
+
+            self.queue, self._registry = setup(*jobs, loaded)
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
 
@@ -112,7 +125,7 @@ class CleanupMiddleware:
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan":
                 self._find_shutdown = False
-                await serve_lifespan(self.app, scope, receive, send, self._phases.shutdown)
+                await serve_lifespan(self.app, scope, receive, send, self._shutdown)
             else:
                 await self.app(scope, receive, send)
             return
@@ -125,9 +138,9 @@ class CleanupMiddleware:
             return
         if self._find_shutdown:
             self._find_shutdown = False
-            hook_twisted_shutdown(self._phases.shutdown)
+            hook_twisted_shutdown(self._shutdown)
 
-        registry = scope["cleanup"] = CleanupRegistry()
+        registry = scope["cleanup"] = self._registry()
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives = () if self._directives_for is None else self._directives_for(scope)
@@ -176,6 +189,11 @@ class CleanupMiddleware:
         ``lifespan.shutdown`` does the same, bounded by ``shutdown_timeout``.
         """
         await self._phases.drain()
+
+    async def _shutdown(self) -> None:
+        await self._phases.shutdown()
+        if self.queue is not None:  # its enqueues have ended, or are past the shutdown bound
+            await self.queue.aclose()
 
 
 class _Responder:

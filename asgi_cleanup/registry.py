@@ -45,6 +45,7 @@ class CleanupRegistry:
     _ended_with: BaseException | None = None  # the exception that ended the app call
     _holders = 0  # the phase, and the cleanups it left behind, that may read the outcome
     _directives: list[Directive] | None = None  # added by nested middlewares
+    _queue: Any = None  # the middleware's job queue (asgi_cleanup.queues), if it has one
 
     def register(
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -75,6 +76,16 @@ class CleanupRegistry:
         name = describe_callable(func)
         logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
         return func
+
+    def register_job(
+        self, job: Any, /, *args: Any, with_outcome: bool = False, **kwargs: Any
+    ) -> Any:
+        """Enqueue ``job(*args, **kwargs)`` (a Celery task, an arq function's name) on the
+        middleware's ``queue`` as a cleanup; ``with_outcome``: add ``cleanup_outcome=`` (a
+        summary). Returns the cleanup. :raises RuntimeError: without a queue (docs/queues.md)."""
+        if self._queue is None:
+            raise RuntimeError("register_job() needs CleanupMiddleware(queue=...): see the docs")
+        return self._queue.register(self, job, args, kwargs, with_outcome)
 
     def enter_context(self, cm: AbstractContextManager[T]) -> T:
         """Enter the context manager ``cm`` now and return its value; exit it in the cleanup

@@ -63,11 +63,16 @@ class Settings:
         return dedupe(self._matcher.listed(normalize_host(host) if host else None, path, root_path))
 
     @property
-    def distinct_handlers(self) -> int:
-        """How many different handlers the source names, in all its contexts."""
+    def handlers(self) -> list[object]:
+        """Every handler the source names, in all its contexts (repeats included)."""
         contexts: list[Host | Location] = [*self._matcher.hosts, *self._matcher.locations]
         every = [*self._matcher.server, *(e for context in contexts for e in context.entries)]
-        return len({handler_key(entry[1]) for entry in every})
+        return [entry[1] for entry in every]
+
+    @property
+    def distinct_handlers(self) -> int:
+        """How many different handlers the source names, in all its contexts."""
+        return len({handler_key(handler) for handler in self.handlers})
 
     def summary(self) -> str:
         """One line: how many handlers and contexts, and the options set."""

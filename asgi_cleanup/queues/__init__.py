@@ -1,0 +1,93 @@
+"""Hand cleanups to an existing job queue: ``register_job()`` and ``job:`` directives.
+
+The middleware makes its queue once, at construction (:func:`setup`), when the ``queue``
+option is set; its registries carry it. Celery (:mod:`.celery`) and arq (:mod:`.arq`) are
+imported only then, so an app without a queue pays nothing, at import or per request. The
+enqueue is an ordinary cleanup: after the response, shielded, bounded by ``timeout``, its
+failure logged and given to ``on_error``, waited for by ``drain()`` and the lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SettingsError
+from ..registry import CleanupRegistry
+from ._jobs import DirectiveJob, Job, JobQueue, directive_job, summary
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = [
+    "DirectiveJob",
+    "Job",
+    "JobQueue",
+    "directive_job",
+    "setup",
+    "summary",
+    "validate_option",
+]
+
+QUEUES = ("celery", "arq")
+
+
+def validate_option(name: str, value: object) -> str | None:
+    """``queue``: ``None``, ``"celery"`` or ``"arq"``; ``arq_redis_url``: ``None`` or a string.
+
+    :raises TypeError: for another type; :raises ValueError: for another queue."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        wanted = "'celery' or 'arq'" if name == "queue" else "a redis:// URL string"
+        raise TypeError(f"{name} must be {wanted} or None, got {type(value).__name__}")
+    if name == "queue" and value not in QUEUES:
+        raise ValueError(f"queue must be 'celery' or 'arq', got {value!r}")
+    return value
+
+
+def setup(
+    queue: object,
+    arq_redis_url: object,
+    celery_app: Any,
+    arq_redis: Any,
+    settings: Settings | None,
+) -> tuple[JobQueue | None, type[CleanupRegistry]]:
+    """The middleware's job queue, or ``None``, and the registry class that carries it.
+
+    :raises TypeError, ValueError: for bad or conflicting options; :raises SettingsError: for
+        ``job:`` directives that the middleware's queue cannot run."""
+    kind = validate_option("queue", queue)
+    url = validate_option("arq_redis_url", arq_redis_url)
+    given = {"celery_app": celery_app, "arq_redis": arq_redis, "arq_redis_url": url}
+    for name, value in given.items():
+        if value is not None and (owner := name.partition("_")[0]) != kind:
+            raise ValueError(f"{name} is an option of queue={owner!r}, but queue is {kind!r}")
+    backend: JobQueue | None = None
+    if kind == "celery":
+        from .celery import CeleryQueue
+
+        backend = CeleryQueue(celery_app)
+    elif kind == "arq":
+        from .arq import ArqQueue
+
+        backend = ArqQueue(arq_redis, url)
+    source, handlers = ("", []) if settings is None else (settings.source, settings.handlers)
+    for job in handlers:
+        if isinstance(job, DirectiveJob) and (backend is None or backend.kind != job.kind):
+            has = "no queue" if backend is None else f"queue={backend.kind!r}"
+            raise SettingsError(
+                f"{source}: handler {job.reference!r} is a {job.kind} job, but the middleware "
+                f"has {has}: pass queue={job.kind!r} (docs/queues.md)"
+            )
+    if backend is None:
+        return None, CleanupRegistry
+    return backend, _registry_class(backend)
+
+
+def _registry_class(backend: JobQueue) -> type[CleanupRegistry]:
+    class QueueRegistry(CleanupRegistry):
+        """A registry of a middleware with a job queue: ``register_job()`` enqueues on it."""
+
+        _queue = backend
+
+    return QueueRegistry

@@ -1,0 +1,115 @@
+"""arq as the middleware's job queue: ``CleanupMiddleware(app, queue="arq",
+arq_redis=RedisSettings(...))`` (or ``arq_redis_url="redis://..."``, or an ``ArqRedis`` pool of
+your own, which you close). The enqueue is an async cleanup on the event loop; each job's
+``_job_id`` is its idempotency key, so a retry never enqueues twice. arq runs on asyncio only:
+on trio, ``register_job()`` raises ``RuntimeError``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from typing import Any, ClassVar
+
+from .._describe import describe_value
+from ._jobs import AsyncJob, JobQueue
+
+try:
+    from arq.connections import ArqRedis, RedisSettings, create_pool
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError("queue='arq' needs arq: pip install 'asgi-cleanup[arq]'") from exc
+
+_ON_TRIO = "arq runs on asyncio only, and this app runs on trio: use queue='celery' there"
+
+
+def arq_job(target: str) -> str:
+    """A ``job:arq:FUNCTION`` directive's function name. :raises ValueError:"""
+    if not target or any(c.isspace() or not c.isprintable() for c in target):
+        raise ValueError("needs the name of an arq worker's function after 'job:arq:'")
+    return target
+
+
+def _on_trio() -> bool:
+    """Whether this thread runs a trio event loop (trio's public API, if trio is imported)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+class ArqQueue(JobQueue):
+    kind: ClassVar[str] = "arq"
+    job_class = AsyncJob
+    transient = (RedisConnectionError, RedisTimeoutError, OSError)
+
+    def __init__(self, redis: Any, url: str | None) -> None:
+        self._own: RedisSettings | None = None
+        self._given: ArqRedis | None = None
+        if isinstance(redis, ArqRedis):
+            self._given = redis
+        elif isinstance(redis, RedisSettings):
+            self._own = redis
+        elif redis is not None:
+            wanted = "arq's RedisSettings or an ArqRedis pool"
+            raise TypeError(f"arq_redis must be {wanted}, got {describe_value(redis, 60)}")
+        elif url is not None:
+            try:
+                self._own = RedisSettings.from_dsn(url)
+            except (RuntimeError, ValueError) as exc:
+                raise ValueError(f"arq_redis_url is not a redis:// URL: {exc}") from None
+        else:
+            raise ValueError("queue='arq' needs arq_redis= (RedisSettings) or arq_redis_url")
+        if self._own is not None:
+            # One attempt per connection: our one retry replaces arq's (5, a second apart).
+            self._own = dataclasses.replace(self._own, conn_retries=0)
+        self._pool: ArqRedis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def check_job(self, job: object) -> str:
+        if not isinstance(job, str) or not job:
+            raise TypeError(
+                f"an arq job is its function's name, a string, not {describe_value(job, 60)}"
+            )
+        return job
+
+    def on_registration(self) -> None:
+        if _on_trio():
+            raise RuntimeError(_ON_TRIO)
+
+    async def _redis(self) -> ArqRedis:
+        if self._given is not None:
+            return self._given
+        assert self._own is not None
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # connections belong to the loop that made them
+            self._loop, self._pool, self._lock = loop, None, asyncio.Lock()
+        assert self._lock is not None
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self._own)
+            return self._pool
+
+    async def enqueue(
+        self, job: object, args: tuple[Any, ...], kwargs: dict[str, Any], key: str
+    ) -> None:
+        if _on_trio():
+            raise RuntimeError(_ON_TRIO)
+        redis = await self._redis()
+        # None when a job of this id exists: the first attempt got through, its answer did not.
+        await redis.enqueue_job(job, *args, _job_id=key, **kwargs)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        try:
+            same_loop = self._loop is asyncio.get_running_loop()
+        except RuntimeError:
+            same_loop = False
+        if pool is not None and same_loop:
+            await pool.aclose()
