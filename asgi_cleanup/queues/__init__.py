@@ -42,6 +42,8 @@ def validate_option(name: str, value: object) -> str | None:
         raise TypeError(f"{name} must be {wanted} or None, got {type(value).__name__}")
     if name == "queue" and value not in QUEUES:
         raise ValueError(f"queue must be 'celery' or 'arq', got {value!r}")
+    if name == "arq_redis_url" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("arq_redis_url must be a redis://, rediss:// or unix:// URL")
     return value
 
 
@@ -76,8 +78,8 @@ def setup(
         if isinstance(job, DirectiveJob) and (backend is None or backend.kind != job.kind):
             has = "no queue" if backend is None else f"queue={backend.kind!r}"
             raise SettingsError(
-                f"{source}: handler {job.reference!r} is a {job.kind} job, but the middleware "
-                f"has {has}: pass queue={job.kind!r} (docs/queues.md)"
+                f"{source}: handler {job.reference!r} is a job of queue={job.kind!r}, but the "
+                f"middleware has {has}: pass queue={job.kind!r} (docs/queues.md)"
             )
     if backend is None:
         return None, CleanupRegistry

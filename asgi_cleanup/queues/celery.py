@@ -64,8 +64,13 @@ class CeleryQueue(JobQueue):
         return name
 
     def enqueue(self, job: object, args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> None:
-        # retry=False: Celery's own publish retries would come on top of our one.
-        if isinstance(job, str):
-            self.app.send_task(job, args, kwargs, task_id=key, retry=False)
-        else:
-            job.apply_async(args, kwargs, task_id=key, retry=False)  # type: ignore[attr-defined]
+        app = self.app if isinstance(job, str) else job.app  # type: ignore[attr-defined]
+        with app.producer_or_acquire() as producer:
+            # One connection attempt, and retry=False: Celery's own retries (for up to
+            # broker_connection_timeout) would come on top of our one.
+            producer.connection.ensure_connection(max_retries=0)
+            if isinstance(job, str):
+                app.send_task(job, args, kwargs, task_id=key, producer=producer, retry=False)
+            else:
+                options = {"task_id": key, "producer": producer, "retry": False}
+                job.apply_async(args, kwargs, **options)  # type: ignore[attr-defined]
