@@ -32,7 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PAGES = REPO_ROOT / "docs" / "recipes"
 EXCERPT = re.compile(r"<!-- example: (\S+) -->\n```\w*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
-EXPECTED_PAGES = {"index", "starlette", "fastapi", "litestar", "django", "quart", "raw-asgi"}
+EXPECTED_PAGES = {
+    *("index", "starlette", "fastapi", "litestar", "django", "quart", "raw-asgi"),
+    *("celery", "arq"),  # job queues (docs/queues.md)
+}
 
 
 def excerpts() -> list[tuple[str, str, str]]:
