@@ -50,7 +50,7 @@ def test_the_window_a_crash_loses_is_from_response_to_enqueue(
     }
     record_property(f"crash_window_{queue_kind}", figures)
     print(f"\n{queue_kind}: window a crash loses, over {M} requests: {figures}")
-    # Milliseconds here (docs/queues.md has the figures); bounded loosely: CI's two cores are shared.
+    # Milliseconds (docs/queues.md has the figures); bounded loosely: CI's cores are shared.
     assert figures["median_ms"] < 200, figures
     assert len(broker.wait_results(f"win-{queue_kind}-", lambda f: len(f) >= M, 20)) == M
 
