@@ -137,7 +137,8 @@ def test_pyproject_errors_name_the_tool_table(tmp_path: Path) -> None:
         pytest.param(
             "colour = 1\n",
             "top level: unknown key 'colour'; expected handlers, host, location, timeout, "
-            "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, queue, arq_redis_url",
+            "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, queue, "
+            "arq_redis_url",
             id="no-close-match-lists-keys",
         ),
     ],
