@@ -2,7 +2,7 @@
 how the request ended. arq runs on asyncio only.
 
     redis-server --port 6379 &
-    arq arq_queue.WorkerSettings                                 # in examples/recipes
+    PYTHONPATH=examples/recipes arq arq_queue.WorkerSettings &
     uvicorn arq_queue:app --app-dir examples/recipes
     curl -i -X POST http://127.0.0.1:8000/orders/7   # 200; then the worker logs the audit
 

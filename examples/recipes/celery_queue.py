@@ -2,7 +2,7 @@
 with how the request ended.
 
     redis-server --port 6379 &
-    celery -A celery_queue:celery worker --pool solo -l INFO   # in examples/recipes
+    celery --workdir examples/recipes -A celery_queue:celery worker --pool solo -l INFO &
     uvicorn celery_queue:app --app-dir examples/recipes
     curl -i -X POST http://127.0.0.1:8000/orders/7   # 200; then the worker logs the audit
 

@@ -19,10 +19,10 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
+def get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=5.0)
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         response = conn.getresponse()
         return response.status, response.read()
     finally:

@@ -32,8 +32,8 @@ CONSOLE = re.compile(r"^```console\n(.*?)^```", re.DOTALL | re.MULTILINE)
 class Command:
     page: str
     line: str
-    #: (path, expected status) of the block's curl lines.
-    requests: tuple[tuple[str, int], ...]
+    #: (method, path, expected status) of the block's curl lines.
+    requests: tuple[tuple[str, str, int], ...]
 
     @property
     def server(self) -> str:
@@ -66,12 +66,13 @@ def commands() -> list[Command]:
                 program = next((w for w in words if "=" not in w), "")
                 if program == "curl":
                     path = "/" + words[-1].split(f"{HOST}:8000/", 1)[1]
+                    method = words[words.index("-X") + 1] if "-X" in words else "GET"
                     status = re.search(r"\b([1-5]\d\d)\b", raw.partition("#")[2])
-                    requests.append((path, int(status.group(1)) if status else 200))
+                    requests.append((method, path, int(status.group(1)) if status else 200))
                 elif program in SERVERS:
                     servers.append(shlex.join(words))
             for line in servers:
-                found.append(Command(page.name, line, tuple(requests) or (("/", 200),)))
+                found.append(Command(page.name, line, tuple(requests) or (("GET", "/", 200),)))
     return found
 
 
@@ -91,8 +92,8 @@ def test_recipe_page_server_command_works_as_written_from_the_repository_root(
     # As written: nothing on sys.path but what the command itself puts there.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | extra_env
     with serving(argv, port, cwd=REPO_ROOT, env=env, log_path=tmp_path / "server.log") as server:
-        statuses = [get(port, path)[0] for path, _ in command.requests]
-        assert statuses == [status for _, status in command.requests], server.log()
+        statuses = [get(port, path, method)[0] for method, path, _ in command.requests]
+        assert statuses == [status for *_, status in command.requests], server.log()
         if "--log-config" in command.line:
             log = server.wait_for(lambda log: "directive cleanup: GET / ended" in log, 5.0)
             assert "directive cleanup: GET / ended with status 200" in log, log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import threading
 from types import SimpleNamespace
 
@@ -14,11 +15,18 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 from django.urls import path
-from django_project.asgi import application, django_application
 from recipe_support import Message, cleanups_run, client_for, lifespan
 
 from asgi_cleanup import Outcome
 from asgi_cleanup.django import cleanup_registry, closing_old_connections
+
+_SETTINGS = os.environ.get("DJANGO_SETTINGS_MODULE")
+from django_project.asgi import application, django_application  # noqa: E402
+
+# The recipe's asgi.py sets DJANGO_SETTINGS_MODULE, as asgi.py files do. Django is set up now;
+# the processes later tests start (a Celery worker would load Django) must not inherit it.
+if _SETTINGS is None:
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
 
 pytestmark = pytest.mark.anyio
 
