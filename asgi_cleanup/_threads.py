@@ -1,6 +1,10 @@
 """Sync cleanups in the middleware's own daemon threads (anyio's are not daemons, and would
 keep the process from exiting): the pool, and a run of consecutive sync cleanups in one thread.
-One abandoned at its timeout keeps its thread, and its place in ``limit``, until it returns."""
+One abandoned at its timeout keeps its thread, and its place in ``limit``, until it returns.
+
+With a ``limit`` of two or more, one of its threads is a lane for releases (context managers'
+exits, ``enter_context``): other cleanups have the rest, so a release never waits for a
+thread behind them, only behind other releases."""
 
 import contextlib
 import inspect
@@ -19,7 +23,7 @@ import anyio
 from ._backend import call_from_thread, new_signal
 from ._describe import is_async_callable
 from ._log import AROUND_FAILED, DROPPED, FAILED, FATAL, frames_traceback, log_error
-from .registry import Entry
+from .registry import Entry, is_release
 
 Result = tuple[Callable[..., Any], float, BaseException | None]  # cleanup, seconds, error
 # The middleware's sync_run_context: makes what each run of sync cleanups runs within.
@@ -31,7 +35,8 @@ class WorkerPool:
     counts the jobs their phase stopped waiting for until they end, for ``drain()``."""
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
+        self._limit = max(limit - 1, 1)  # threads for any job; the lane, if any, is the last
+        self._laned = limit > 1
         self._lock = threading.Lock()
         self._reset()
 
@@ -39,20 +44,30 @@ class WorkerPool:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         # _free: idle threads less jobs queued for a busy one (one of the two is always 0).
         self._threads = self._free = self._left_behind = 0
+        self._lane: queue.SimpleQueue[Callable[[], None]] | None = None  # started when needed
         self._wakeups: list[Callable[[], None]] = []  # called once none is left behind
         self._pid = os.getpid()
 
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job()`` on a worker thread; it must not raise."""
+    def submit(self, job: Callable[[], None], to_lane: Callable[[], None] | None = None) -> None:
+        """Run ``job()`` on a worker thread; it must not raise. A release passes ``to_lane``:
+        when no other thread is free, the job goes to the lane, after calling ``to_lane()``."""
         with self._lock:
             if self._pid != os.getpid():  # a forked child inherits counters, not threads
                 self._reset()
+            jobs = self._jobs
             if self._free <= 0 and self._threads < self._limit:
                 self._threads += 1
                 threading.Thread(target=self._work, name="asgi-cleanup worker", daemon=True).start()
+            elif self._free <= 0 and to_lane is not None and self._laned:
+                to_lane()
+                if self._lane is None:
+                    self._lane = queue.SimpleQueue()
+                    lane = threading.Thread(target=_serve, args=(self._lane,), daemon=True)
+                    lane.name = "asgi-cleanup release lane"
+                    lane.start()
+                jobs = self._lane
             else:
                 self._free -= 1
-            jobs = self._jobs
         jobs.put(job)
 
     def _work(self) -> None:
@@ -126,6 +141,11 @@ class SyncJob:
         self._notify = [call_from_thread(self.ended.set)]
         self._request = request
         self._record_successes = record_successes
+        self._ends = is_async_callable  # whether the job ends before this cleanup
+
+    def keep_to_releases(self) -> None:
+        """On the lane: end the job before any cleanup that is not a release."""
+        self._ends = _not_release
 
     def deadline(self, timeout: float | None) -> float | None:
         """When the running cleanup overruns ``timeout``; ``None`` once the job has ended."""
@@ -204,7 +224,7 @@ class SyncJob:
                     if done is not None:
                         self.results.append(done)
                     source = self.pending or self.then
-                    if not source or is_async_callable(source[-1][0]):
+                    if not source or self._ends(source[-1][0]):
                         return
                     self.current, self.started_at = source.pop(), began
                 elif self.late is not None and self.current is None:
@@ -239,3 +259,12 @@ class SyncJob:
 
 
 _RUN_CODE = SyncJob._run.__code__
+
+
+def _serve(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+    while True:
+        jobs.get()()
+
+
+def _not_release(func: Callable[..., Any]) -> bool:
+    return not is_release(func)

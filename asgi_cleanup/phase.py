@@ -23,7 +23,7 @@ from ._log import TimedOut
 from ._phases import Phases
 from ._threads import SyncJob
 from .outcome import CleanupReport, Outcome
-from .registry import CleanupRegistry, Directive, Entry, hold_outcome, let_go
+from .registry import CleanupRegistry, Directive, Entry, hold_outcome, is_release, let_go
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -162,7 +162,8 @@ class CleanupPhase:
         timeout, pool = self._phases.timeout, self._phases.pool
         job = SyncJob(pending, then, self._request(), self._reports is not None)
         around = self._phases.sync_run_context
-        pool.submit(job.run if around is None else partial(job.run, around))
+        to_lane = job.keep_to_releases if is_release(pending[-1][0]) else None
+        pool.submit(job.run if around is None else partial(job.run, around), to_lane)
         abandoned = None
         while not await self._wait(job.ended, job.deadline(timeout)):
             assert timeout is not None, "no deadline without a timeout"

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import Context, copy_context
 from functools import partial
+from types import FunctionType
 from typing import Any, ParamSpec, TypeVar
 
 from ._describe import check_cleanup, describe_callable
@@ -104,10 +105,7 @@ class CleanupRegistry:
         enter, exit_ = self._methods(
             cm, "enter_context", "a context manager", "__enter__", "__exit__"
         )
-
-        def exit_cleanup() -> None:
-            exit_(cm, *_exc_info(self))
-
+        exit_cleanup = _exit_of(self, cm, exit_)
         _name_exit(exit_cleanup, cm, "__exit__")  # before entering: nothing may fail after it
         value: T = enter(cm)
         self.register(exit_cleanup)
@@ -236,6 +234,23 @@ def let_go(registry: CleanupRegistry) -> None:
             registry._make_outcome = registry._outcome = registry._ended_with = None
     finally:
         _release()
+
+
+def _exit_of(registry: CleanupRegistry, cm: object, exit_: Any) -> Callable[[], None]:
+    """The cleanup that exits ``cm``: a release, which ``is_release`` tells from the rest."""
+
+    def exit_cleanup() -> None:
+        exit_(cm, *_exc_info(registry))
+
+    return exit_cleanup
+
+
+_RELEASE_CODE = _exit_of(CleanupRegistry(), None, None).__code__
+
+
+def is_release(func: object) -> bool:
+    """Whether ``func`` is a context manager's exit that ``enter_context`` registered."""
+    return type(func) is FunctionType and func.__code__ is _RELEASE_CODE
 
 
 def _exc_info(registry: CleanupRegistry) -> tuple[Any, Any, Any]:

@@ -192,11 +192,11 @@ async def test_thread_limit_bounds_sync_cleanups_running_at_once() -> None:
         with lock:
             running -= 1
 
-    middleware = CleanupMiddleware(app_registering((cleanup,)), thread_limit=2)
+    middleware = CleanupMiddleware(app_registering((cleanup,)), thread_limit=3)
     async with anyio.create_task_group() as tg:
         for _ in range(6):
             tg.start_soon(call, middleware)
-    assert peak == 2
+    assert peak == 2  # the third thread is the lane of context managers' exits
 
 
 @pytest.mark.anyio

@@ -18,9 +18,9 @@ def counting_hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     hops: list[Any] = []
     submit = WorkerPool.submit
 
-    def counting_submit(self: WorkerPool, job: Any) -> None:
+    def counting_submit(self: WorkerPool, job: Any, to_lane: Any = None) -> None:
         hops.append(job)
-        submit(self, job)
+        submit(self, job, to_lane)
 
     monkeypatch.setattr(WorkerPool, "submit", counting_submit)
     return hops

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -215,31 +216,44 @@ async def test_send_raising_on_the_last_body_counts_as_disconnect_and_not_comple
 
 
 @pytest.mark.anyio
-async def test_sync_cleanups_of_concurrent_requests_respect_thread_limit_and_run_once() -> None:
-    running = 0
-    peak = 0
+async def test_sync_cleanups_and_releases_of_many_requests_respect_thread_limit_and_run_once() -> (
+    None
+):
+    running = peak = others = others_peak = 0
     lock = threading.Lock()
     ran: list[int] = []
 
     def cleanup(n: int) -> None:
-        nonlocal running, peak
+        nonlocal running, peak, others, others_peak
         with lock:
             running += 1
-            peak = max(peak, running)
+            others += n % 2 == 0
+            peak, others_peak = max(peak, running), max(others_peak, others)
         time.sleep(0.01)
         with lock:
             running -= 1
+            others -= n % 2 == 0
             ran.append(n)
 
+    @contextlib.contextmanager
+    def resource(n: int) -> Iterator[None]:
+        yield
+        cleanup(n)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["cleanup"].register(cleanup, scope["n"])
+        n = scope["n"]
+        if n % 2:  # a release: it may take the lane
+            scope["cleanup"].enter_context(resource(n))
+        else:
+            scope["cleanup"].register(cleanup, n)
         for message in respond():
             await send(message)
 
     middleware = CleanupMiddleware(app, thread_limit=3)
     with anyio.fail_after(3):
         async with anyio.create_task_group() as tg:
-            for n in range(30):
+            for n in range(40):
                 tg.start_soon(call, middleware, http_scope(n=n))
-    assert sorted(ran) == list(range(30))
+    assert sorted(ran) == list(range(40))
     assert peak <= 3
+    assert others_peak == 2  # the third thread is the lane of releases
