@@ -95,8 +95,9 @@ class CleanupRegistry:
         Its ``__exit__`` receives the exception the app call ended with (or three ``None``),
         as ``contextlib.ExitStack`` would pass it, so a transaction can commit after a
         success and roll back after an error. Like any sync cleanup, ``__exit__`` runs in a
-        worker thread, within the timeout. Suppressing the exception changes nothing for the
-        server.
+        worker thread, within the timeout, but never waits for one behind other requests'
+        cleanups: with ``thread_limit`` of 2 or more one thread is kept for such exits.
+        Suppressing the exception changes nothing for the server.
 
         :raises TypeError: if ``cm`` is not a context manager (before entering anything).
         :raises RuntimeError: if cleanups have started (``frozen``), before entering ``cm``:

@@ -111,3 +111,20 @@ async def test_fastapi_dependency_without_the_middleware_says_how_to_install_it(
 
 def test_fastapi_dependency_is_annotated_with_the_registry_type() -> None:
     assert CleanupRegistryDep.__origin__ is CleanupRegistry  # type: ignore[attr-defined]
+
+
+async def test_fastapi_with_add_middleware_app_keeps_dependency_overrides_and_include_router() -> (
+    None
+):
+    app = app_for("add_middleware")  # built with include_router, app is a FastAPI object
+    released: list[str] = []
+
+    async def fake_session(cleanup: CleanupRegistryDep) -> fastapi_app.Session:
+        cleanup.register(released.append, "fake")
+        return fastapi_app.Session("fake")
+
+    app.dependency_overrides[fastapi_app.get_session] = fake_session
+    async with client_for(app) as client:
+        response = await client.get("/")
+    assert response.json() == {"hello": "fake"}
+    assert released == ["fake"]
