@@ -6,7 +6,7 @@ from typing import Any
 
 from ._handlers import check_callable, resolve, subject
 
-QUEUE_OPTIONS = ("queue", "arq_redis_url")  # validated by asgi_cleanup.queues
+QUEUE_OPTIONS = ("queue", "arq_redis_url", "durable_grace")  # validated by asgi_cleanup.queues
 OPTION_NAMES: tuple[str, ...] = (
     "timeout",
     "shutdown_timeout",

@@ -58,6 +58,7 @@ class CleanupMiddleware:
         ``asgi_cleanup.django.closing_old_connections``). Its failures are logged, never fatal.
     :param queue: ``"celery"`` (``celery_app=``) or ``"arq"`` (``arq_redis=`` or ``arq_redis_url``):
         the job queue of ``register_job()`` and ``job:`` directives (docs/queues.md).
+    :param durable_grace: seconds after which a durable job runs anyway if never released.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -77,6 +78,7 @@ class CleanupMiddleware:
         sync_run_context: SyncRunContext | None = None,
         queue: str | None = _UNSET,
         arq_redis_url: str | None = _UNSET,
+        durable_grace: float = _UNSET,
         celery_app: Any = None,
         arq_redis: Any = None,
     ) -> None:
@@ -112,11 +114,12 @@ class CleanupMiddleware:
             self._phases.places = AsyncPlaces(self.async_limit)
         self.queue: Any = None  # the job queue, made once: its registries carry it
         self._registry = CleanupRegistry
+        grace = option("durable_grace", durable_grace)
         jobs = option("queue", queue), option("arq_redis_url", arq_redis_url), celery_app, arq_redis
-        if loaded is not None or any(value is not None for value in jobs):
+        if loaded is not None or any(value is not None for value in (*jobs, grace)):
             from .queues import setup
 
-            self.queue, self._registry = setup(*jobs, loaded)
+            self.queue, self._registry = setup(*jobs, grace, loaded)
         # Until the first request: whether to look for a server shutdown without lifespan.
         self._find_shutdown = True
 

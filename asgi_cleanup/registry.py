@@ -8,10 +8,13 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import Context, copy_context
 from functools import partial
 from types import FunctionType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from ._describe import check_cleanup, describe_callable
 from .outcome import Outcome
+
+if TYPE_CHECKING:
+    from .queues import Durable, Job  # Durable: the coroutine register_job(durable=True) returns
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,15 +81,20 @@ class CleanupRegistry:
         logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
         return func
 
+    @overload
+    def register_job(self, job: Any, /, *a: Any, durable: Literal[True], **k: Any) -> "Durable": ...
+    @overload
+    def register_job(self, job: Any, /, *a: Any, **k: Any) -> "Job": ...
     def register_job(
-        self, job: Any, /, *args: Any, with_outcome: bool = False, **kwargs: Any
+        self, job: Any, /, *args: Any, with_outcome: bool = False, durable: bool = False, **kw: Any
     ) -> Any:
         """Enqueue ``job(*args, **kwargs)`` (a Celery task, an arq function's name) on the
         middleware's ``queue`` as a cleanup; ``with_outcome``: add ``cleanup_outcome=`` (a
-        summary). Returns the cleanup. :raises RuntimeError: without a queue (docs/queues.md)."""
+        summary). Returns the cleanup; with ``durable=True`` an awaitable that first records
+        the job in the broker. :raises RuntimeError: without a queue (docs/queues.md)."""
         if self._queue is None:
             raise RuntimeError("register_job() needs CleanupMiddleware(queue=...): see the docs")
-        return self._queue.register(self, job, args, kwargs, with_outcome)
+        return self._queue.register(self, job, args, kw, with_outcome, durable)
 
     def enter_context(self, cm: AbstractContextManager[T]) -> T:
         """Enter the context manager ``cm`` now and return its value; exit it in the cleanup

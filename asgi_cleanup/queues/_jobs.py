@@ -8,14 +8,17 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
 
 import anyio
 
 from .._describe import log_safe
 from ..outcome import Outcome
 from ..registry import CleanupRegistry
+
+if TYPE_CHECKING:
+    from ._durable import DurableJob
 
 logger = logging.getLogger("asgi_cleanup")
 
@@ -65,12 +68,19 @@ def summary(outcome: Outcome | None) -> dict[str, Any] | None:
     }
 
 
+#: What ``register_job(..., durable=True)`` returns: a coroutine that records the job in the
+#: broker and returns its cleanup (the :class:`Job`).
+Durable: TypeAlias = Coroutine[Any, Any, "Job"]
+
+
 class JobQueue:
     """A queue the middleware hands jobs to: made once at construction, shared by its requests."""
 
     kind: ClassVar[str]
     job_class: ClassVar[type[Job]]
+    durable_class: ClassVar[type[DurableJob]]
     transient: tuple[type[BaseException], ...] = (OSError,)  # worth one retry
+    durable_grace = 30.0  # seconds: a durable job not released by then runs anyway
 
     def check_job(self, job: object) -> str:
         """The name of ``job`` for logs. :raises TypeError: if this queue cannot take it."""
@@ -79,6 +89,9 @@ class JobQueue:
     def on_registration(self) -> None:
         """Checks of where ``register_job()`` is called (arq: not on trio)."""
 
+    def check_durable(self, job: object) -> None:
+        """:raises RuntimeError: where this queue cannot cancel a recorded job (docs/queues.md)."""
+
     def register(
         self,
         registry: CleanupRegistry,
@@ -86,16 +99,36 @@ class JobQueue:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         with_outcome: bool,
-    ) -> Job:
-        """``registry.register_job(job, *args, with_outcome=..., **kwargs)``."""
+        durable: bool = False,
+    ) -> Job | Durable:
+        """``registry.register_job(job, *args, with_outcome=..., durable=..., **kwargs)``: the
+        job checked now; registered now, or, if durable, recorded and registered when the
+        coroutine returned is awaited (:mod:`._durable`)."""
         name = self.check_job(job)
         self.on_registration()
+        if durable:
+            self.check_durable(job)
+            durable_job = self.durable_class(self, registry, job, name, args, kwargs, with_outcome)
+            return durable_job.register()
         cleanup = self.job_class(self, registry, job, name, args, kwargs, with_outcome)
         registry.register(cast(Callable[[], Any], cleanup))
         return cleanup
 
-    def enqueue(self, job: object, args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> Any:
-        """Publish the job once (sync, in a worker thread; or an awaitable, on the loop)."""
+    def enqueue(
+        self,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        defer: float | None = None,
+    ) -> Any:
+        """Publish the job once, to run ``defer`` seconds from now (``None``: now); sync, in a
+        worker thread, or an awaitable, on the loop."""
+        raise NotImplementedError
+
+    def cancel(self, job: object, kwargs: dict[str, Any], key: str) -> Any:
+        """Tell the workers not to run the job ``key`` (recorded, not yet due); sync or an
+        awaitable, as :meth:`enqueue`."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -150,15 +183,17 @@ class SyncJob(Job):
     __slots__ = ()
 
     def __call__(self) -> None:
-        kwargs = self._kwargs()
+        self._twice(self.queue.enqueue, self.job, self.args, self._kwargs(), self.job_id)
+
+    def _twice(self, action: Callable[..., Any], *args: Any) -> Any:
+        """``action(*args)``, and once more after a transient broker error."""
         try:
-            self.queue.enqueue(self.job, self.args, kwargs, self.job_id)
-            return
+            return action(*args)
         except Exception as exc:
             if not self._failed(exc):
                 raise
         time.sleep(RETRY_DELAY)
-        self.queue.enqueue(self.job, self.args, kwargs, self.job_id)
+        return action(*args)
 
 
 class AsyncJob(Job):
@@ -167,15 +202,17 @@ class AsyncJob(Job):
     __slots__ = ()
 
     async def __call__(self) -> None:
-        kwargs = self._kwargs()
+        await self._twice(self.queue.enqueue, self.job, self.args, self._kwargs(), self.job_id)
+
+    async def _twice(self, action: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``await action(*args)``, and once more after a transient broker error."""
         try:
-            await self.queue.enqueue(self.job, self.args, kwargs, self.job_id)
-            return
+            return await action(*args)
         except Exception as exc:
             if not self._failed(exc):
                 raise
         await anyio.sleep(RETRY_DELAY)
-        await self.queue.enqueue(self.job, self.args, kwargs, self.job_id)
+        return await action(*args)
 
 
 class DirectiveJob:

@@ -2,26 +2,41 @@
 arq_redis=RedisSettings(...))`` (or ``arq_redis_url="redis://..."``, or an ``ArqRedis`` pool of
 your own, which you close). The enqueue is an async cleanup on the event loop; each job's
 ``_job_id`` is its idempotency key, so a retry never enqueues twice. arq runs on asyncio only:
-on trio, ``register_job()`` raises ``RuntimeError``."""
+on trio, ``register_job()`` raises ``RuntimeError``.
+
+Durable jobs are recorded with ``_defer_by=durable_grace`` and cancelled with arq's
+``Job.abort()``, which only workers run with ``allow_abort_jobs=True`` honour: any other worker
+runs the recorded job at once, a second time (docs/queues.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sys
 from typing import Any, ClassVar
 
 from .._describe import describe_value
+from ._durable import AsyncDurableJob
 from ._jobs import AsyncJob, JobQueue
 
 try:
     from arq.connections import ArqRedis, RedisSettings, create_pool
+    from arq.jobs import Job as ArqJob
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("queue='arq' needs arq: pip install 'asgi-cleanup[arq]'") from exc
 
 _ON_TRIO = "arq runs on asyncio only, and this app runs on trio: use queue='celery' there"
+#: Seconds the release waits for a worker to confirm that it aborted the recorded job, and
+#: how often it asks; the abort holds without the confirmation.
+ABORT_WAIT, ABORT_POLL = 1.0, 0.1
+_NOT_ABORTED = (
+    "The recorded copy of durable %s ran instead of being aborted: do the arq workers run "
+    "with allow_abort_jobs=True, and is durable_grace longer than the request? (docs/queues.md)"
+)
+logger = logging.getLogger("asgi_cleanup")
 
 
 def arq_job(target: str) -> str:
@@ -46,6 +61,7 @@ def _on_trio() -> bool:
 class ArqQueue(JobQueue):
     kind: ClassVar[str] = "arq"
     job_class = AsyncJob
+    durable_class = AsyncDurableJob
     transient = (RedisConnectionError, RedisTimeoutError, OSError)
 
     def __init__(self, redis: Any, url: str | None) -> None:
@@ -97,13 +113,34 @@ class ArqQueue(JobQueue):
             return self._pool
 
     async def enqueue(
-        self, job: object, args: tuple[Any, ...], kwargs: dict[str, Any], key: str
+        self,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        defer: float | None = None,
     ) -> None:
         if _on_trio():
             raise RuntimeError(_ON_TRIO)
         redis = await self._redis()
         # None when a job of this id exists: the first attempt got through, its answer did not.
-        await redis.enqueue_job(job, *args, _job_id=key, **kwargs)  # type: ignore[arg-type]
+        await redis.enqueue_job(job, *args, _job_id=key, _defer_by=defer, **kwargs)  # type: ignore[arg-type]
+
+    async def cancel(self, job: object, kwargs: dict[str, Any], key: str) -> None:
+        redis = await self._redis()
+        recorded = ArqJob(
+            key, redis, _queue_name=kwargs.get("_queue_name") or redis.default_queue_name
+        )
+        try:
+            aborted = await recorded.abort(timeout=ABORT_WAIT, poll_delay=ABORT_POLL)
+        except TimeoutError:
+            return  # no worker looked yet; the one that does aborts it
+        except self.transient:
+            raise
+        except Exception:  # the recorded job ran, and raised: its result re-raises it
+            aborted = False
+        if not aborted:
+            logger.warning(_NOT_ABORTED, f"arq job {job} ({key})")
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None

@@ -2,7 +2,12 @@
 celery_app=celery)``. A task object is published with its ``apply_async`` (its own options and
 app); a task name with ``celery_app.send_task``. Celery's publish blocks, so the enqueue is a
 sync cleanup, run in the middleware's worker threads, never on the event loop. Celery does not
-deduplicate task ids: a publish retried after a lost answer may run the task twice."""
+deduplicate task ids: a publish retried after a lost answer may run the task twice.
+
+Durable jobs are recorded with ``countdown=durable_grace`` and cancelled with
+``app.control.revoke()``: a broadcast that only workers running then receive, kept in their
+memory (and in ``--statedb`` where set). So durable mode needs a broker that can broadcast
+(Redis, RabbitMQ), and, on Redis, a ``visibility_timeout`` longer than ``durable_grace``."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any, ClassVar
 
 from .._describe import describe_value
 from .._handlers import resolve
+from ._durable import SyncDurableJob
 from ._jobs import JobQueue, SyncJob
 
 try:
@@ -46,6 +52,7 @@ def celery_job(target: str) -> tuple[object, str]:
 class CeleryQueue(JobQueue):
     kind: ClassVar[str] = "celery"
     job_class = SyncJob
+    durable_class = SyncDurableJob
     transient = (OperationalError, OSError)
 
     def __init__(self, app: Any) -> None:
@@ -54,6 +61,7 @@ class CeleryQueue(JobQueue):
                 f"queue='celery' needs celery_app=, a Celery app, got {describe_value(app, 60)}"
             )
         self.app = app
+        self._durable_checked: set[int] = set()  # the apps that can revoke
 
     def check_job(self, job: object) -> str:
         name = _task_name(job)
@@ -63,14 +71,52 @@ class CeleryQueue(JobQueue):
             )
         return name
 
-    def enqueue(self, job: object, args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> None:
-        app = self.app if isinstance(job, str) else job.app  # type: ignore[attr-defined]
+    def _app(self, job: object) -> Any:
+        return self.app if isinstance(job, str) else job.app  # type: ignore[attr-defined]
+
+    def check_durable(self, job: object) -> None:
+        app = self._app(job)
+        if id(app) in self._durable_checked:
+            return
+        # Creating the connection object connects nothing; its transport says what it can do.
+        with app.connection_for_write() as connection:
+            transport = connection.transport
+        if "fanout" not in transport.implements.exchange_type:
+            raise RuntimeError(
+                f"durable=True needs a Celery broker that can broadcast, to revoke the recorded "
+                f"job after the response; {transport.driver_type} cannot (docs/queues.md)"
+            )
+        options = app.conf.broker_transport_options or {}
+        visibility = options.get("visibility_timeout", 3600)
+        if transport.driver_type == "redis" and self.durable_grace >= visibility:
+            raise RuntimeError(
+                f"durable_grace ({self.durable_grace:g}s) must be shorter than the Redis "
+                f"broker's visibility_timeout ({visibility:g}s), or Redis hands the recorded "
+                "job to a second worker (docs/queues.md)"
+            )
+        self._durable_checked.add(id(app))
+
+    def enqueue(
+        self,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        defer: float | None = None,
+    ) -> None:
+        app = self._app(job)
         with app.producer_or_acquire() as producer:
             # One connection attempt, and retry=False: Celery's own retries (for up to
             # broker_connection_timeout) would come on top of our one.
             producer.connection.ensure_connection(max_retries=0)
+            options = {"task_id": key, "producer": producer, "retry": False, "countdown": defer}
             if isinstance(job, str):
-                app.send_task(job, args, kwargs, task_id=key, producer=producer, retry=False)
+                app.send_task(job, args, kwargs, **options)
             else:
-                options = {"task_id": key, "producer": producer, "retry": False}
                 job.apply_async(args, kwargs, **options)  # type: ignore[attr-defined]
+
+    def cancel(self, job: object, kwargs: dict[str, Any], key: str) -> None:
+        app = self._app(job)
+        with app.connection_or_acquire() as connection:
+            connection.ensure_connection(max_retries=0)  # as for the enqueue: one attempt
+            app.control.revoke(key, connection=connection)
