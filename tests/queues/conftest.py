@@ -44,16 +44,18 @@ Serve = Callable[..., ServerProcess]
 
 @pytest.fixture
 def serve(queue_kind: str, tmp_path: Path) -> Generator[Serve, None, None]:
-    """``serve(redis_url, timeout=5.0)``: uvicorn serving ``queue_apps:app`` on the queue of
-    ``queue_kind``; its on_complete marks go to ``tmp_path / "marks.jsonl"``."""
+    """``serve(redis_url, timeout=5.0, durable_grace=30.0)``: uvicorn serving
+    ``queue_apps:app`` on the queue of ``queue_kind``; its on_complete marks go to
+    ``tmp_path / "marks.jsonl"``."""
     started: list[ServerProcess] = []
 
-    def start(redis_url: str, timeout: float = 5.0) -> ServerProcess:
+    def start(redis_url: str, timeout: float = 5.0, durable_grace: float = 30.0) -> ServerProcess:
         env = {
             "PYTHONPATH": PYTHONPATH,
             "ASGI_CLEANUP_QUEUE": queue_kind,
             "ASGI_CLEANUP_REDIS_URL": redis_url,
             "ASGI_CLEANUP_TIMEOUT": str(timeout),
+            "ASGI_CLEANUP_DURABLE_GRACE": str(durable_grace),
             "ASGI_CLEANUP_MARKS": str(tmp_path / "marks.jsonl"),
         }
         log = tmp_path / f"uvicorn-{len(started)}.log"

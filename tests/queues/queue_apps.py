@@ -7,11 +7,16 @@ ended and their reports.
 - ``/plain/TAG``: 200, the job without it;
 - ``/raise/TAG``: the app raises after registering (the server sends its 500);
 - ``/stream/TAG``: a first chunk, then the app waits for the client to leave;
+- ``/durable/TAG``: 200, a durable job with its outcome (``ASGI_CLEANUP_DURABLE_GRACE``);
+- ``/durable-sleep/TAG``, ``/plain-sleep/TAG``: 200, a durable (or plain) job with its outcome,
+  then a cleanup that sleeps ``SLEEP`` seconds: it runs first (last registered, first run), so
+  the job's release (or enqueue) waits behind it;
 - ``/health``: no job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -25,6 +30,8 @@ from asgi_cleanup import CleanupMiddleware, CleanupReport, Outcome
 QUEUE = os.environ.get("ASGI_CLEANUP_QUEUE", "arq")
 MARKS = os.environ.get("ASGI_CLEANUP_MARKS")
 TIMEOUT = float(os.environ.get("ASGI_CLEANUP_TIMEOUT", "5"))
+GRACE = float(os.environ.get("ASGI_CLEANUP_DURABLE_GRACE", "30"))
+SLEEP = 2.0  # shorter than the tests' durable_grace (3 s)
 JOB: Any = queue_jobs.record if QUEUE == "celery" else "arq_record"
 
 
@@ -32,8 +39,12 @@ async def inner_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     route, _, tag = scope["path"][1:].partition("/")
-    if route in ("ok", "plain", "raise", "stream"):
+    if route in ("ok", "plain", "raise", "stream", "plain-sleep"):
         scope["cleanup"].register_job(JOB, tag, with_outcome=route != "plain")
+    elif route in ("durable", "durable-sleep"):
+        await scope["cleanup"].register_job(JOB, tag, with_outcome=True, durable=True)
+    if route.endswith("-sleep"):
+        scope["cleanup"].register(asyncio.sleep, SLEEP)
     if route == "raise":
         raise RuntimeError("the app failed")
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -73,4 +84,5 @@ app = CleanupMiddleware(
     arq_redis_url=arq_url,
     timeout=TIMEOUT,
     on_complete=on_complete,
+    durable_grace=GRACE,
 )

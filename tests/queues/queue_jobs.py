@@ -28,20 +28,22 @@ celery_app.conf.update(
 )
 
 
-def result_line(queue: str, tag: str, job_id: str | None, outcome: Any) -> str:
-    return json.dumps(
-        {"queue": queue, "tag": tag, "job_id": job_id, "outcome": outcome, "ran_at": time.time()}
-    )
+def result_line(queue: str, tag: str, job_id: str | None, outcome: Any, key: Any = None) -> str:
+    found = {"queue": queue, "tag": tag, "job_id": job_id, "outcome": outcome, "key": key}
+    return json.dumps({**found, "ran_at": time.time()})
 
 
 @celery_app.task(name="queue_jobs.record", bind=True)
-def record(self: Any, tag: str, cleanup_outcome: Any = None) -> None:
-    line = result_line("celery", tag, self.request.id, cleanup_outcome)
+def record(self: Any, tag: str, cleanup_outcome: Any = None, cleanup_job_key: Any = None) -> None:
+    line = result_line("celery", tag, self.request.id, cleanup_outcome, cleanup_job_key)
     redis.Redis.from_url(REDIS_URL).rpush(RESULTS, line)
 
 
-async def arq_record(ctx: dict[str, Any], tag: str, cleanup_outcome: Any = None) -> None:
-    await ctx["redis"].rpush(RESULTS, result_line("arq", tag, ctx["job_id"], cleanup_outcome))
+async def arq_record(
+    ctx: dict[str, Any], tag: str, cleanup_outcome: Any = None, cleanup_job_key: Any = None
+) -> None:
+    line = result_line("arq", tag, ctx["job_id"], cleanup_outcome, cleanup_job_key)
+    await ctx["redis"].rpush(RESULTS, line)
 
 
 class WorkerSettings:
@@ -49,3 +51,4 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(REDIS_URL)
     max_jobs = 50
     poll_delay = 0.05
+    allow_abort_jobs = True  # durable jobs' release aborts their recorded copy

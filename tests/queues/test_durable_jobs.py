@@ -1,0 +1,104 @@
+"""Durable jobs under a real uvicorn, on a real Redis, run by real Celery and arq workers: each
+is recorded in the broker inside the request and released after the response, so it runs once,
+with the request's outcome, and its recorded copy never runs; a server killed (SIGKILL) before
+the release still has the job run, after ``durable_grace``, with outcome ``"unknown"``, where
+the same kill loses a plain job; a graceful shutdown releases it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import Serve
+from queue_support import Process, RedisServer
+from servers import RawHTTPConnection
+
+pytestmark = pytest.mark.real_server
+
+N = 40
+GRACE = 3.0  # seconds: durable_grace of these tests, short to keep them quick
+KEY = re.compile(r"asgi-cleanup:[0-9a-f]{32}:1")
+
+
+def get(port: int, path: str) -> int:
+    with RawHTTPConnection(port) as conn:
+        return conn.request("GET", path).status
+
+
+def test_durable_jobs_run_once_with_their_outcome_and_no_recorded_copy_runs(
+    queue_kind: str,
+    broker: RedisServer,
+    worker: Process,
+    serve: Serve,
+    record_property: pytest.RecordProperty,
+) -> None:
+    server = serve(broker.url, durable_grace=GRACE)
+    prefix = f"durable-{queue_kind}-"
+    tags = [f"{prefix}{i}" for i in range(N)]
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda tag: get(server.port, f"/durable/{tag}"), tags))
+    assert statuses == [200] * N
+    released = broker.wait_results(prefix, lambda found: len(found) >= N, timeout=30)
+    assert len(released) >= N
+    # Past every recorded copy's due time: one that was not cancelled would have run by now.
+    time.sleep(GRACE + 1.5)
+    ran = broker.results(prefix)
+
+    runs = Counter(job["tag"] for job in ran)
+    duplicates = [job for job in ran if job["outcome"] == "unknown"]
+    figures = {"requests": N, "runs": len(ran), "recorded_copies_run": len(duplicates)}
+    record_property(f"durable_{queue_kind}", figures)
+    print(f"\n{queue_kind}: durable jobs, normal path: {figures}")
+    assert set(runs) == set(tags)
+    assert duplicates == [], f"recorded copies that ran: {duplicates[:3]}"
+    assert set(runs.values()) == {1}, runs.most_common(3)
+    for job in ran:
+        assert KEY.fullmatch(job["key"]), job
+        assert job["job_id"] == f"{job['key']}:released"
+        assert job["outcome"]["status"] == 200
+        assert job["outcome"]["response_complete"] is True
+        assert job["outcome"]["path"] == f"/durable/{job['tag']}"
+
+
+@pytest.mark.parametrize(
+    ("route", "sig"),
+    [
+        ("durable-sleep", signal.SIGKILL),
+        ("plain-sleep", signal.SIGKILL),
+        ("durable-sleep", signal.SIGINT),
+    ],
+    ids=["durable-killed", "plain-killed", "durable-graceful"],
+)
+def test_a_server_killed_before_the_release_still_runs_a_durable_job_and_loses_a_plain_one(
+    queue_kind: str, broker: RedisServer, worker: Process, serve: Serve, route: str, sig: int
+) -> None:
+    tag = f"{route}-{signal.Signals(sig).name.lower()}-{queue_kind}"
+    server = serve(broker.url, durable_grace=GRACE)
+    assert get(server.port, f"/{route}/{tag}") == 200
+    # The response is out; the cleanup registered after the job sleeps (it runs first), so
+    # neither the release of the durable job nor the plain job's enqueue has happened.
+    time.sleep(0.3)
+    server.send_signal(sig)
+    code = server.wait_exit(15)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), server.log_text()
+    # Past the recorded job's due time, with room for a worker's poll.
+    ran = broker.wait_results(tag, bool, timeout=GRACE + 4)
+    time.sleep(1.0)  # a second run would show up meanwhile
+    ran = broker.results(tag)
+    if route == "plain-sleep":
+        assert ran == []  # never reached the broker: the kill lost it
+        return
+    assert len(ran) == 1, ran
+    (job,) = ran
+    assert KEY.fullmatch(job["key"]), job
+    if sig == signal.SIGKILL:
+        # The recorded copy: never released, run after durable_grace.
+        assert (job["job_id"], job["outcome"]) == (job["key"], "unknown")
+    else:
+        # uvicorn waited for the phase: released, with the request's outcome.
+        assert job["job_id"] == f"{job['key']}:released"
+        assert job["outcome"]["status"] == 200
