@@ -4,6 +4,7 @@ is needed: nothing connects before the first enqueue."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import queue_jobs
 from arq.connections import RedisSettings
 from celery import Celery
+from kombu.transport.memory import Transport as MemoryTransport
 
 from asgi_cleanup import CleanupMiddleware, CleanupRegistry, SettingsError
 from asgi_cleanup.outcome import Outcome
@@ -172,3 +174,69 @@ async def test_arq_on_trio_is_refused_at_registration(anyio_backend: str) -> Non
     registry = registry_of(CleanupMiddleware(app, queue="arq", arq_redis_url=URL))
     with pytest.raises(RuntimeError, match="arq runs on asyncio only, and this app runs on trio"):
         registry.register_job("arq_record")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"durable_grace": 0}, ValueError, "durable_grace must be > 0 seconds and finite, got 0"),
+        ({"durable_grace": float("inf")}, ValueError, "durable_grace must be > 0 seconds"),
+        ({"durable_grace": "30"}, TypeError, "durable_grace must be a number of seconds, got '30'"),
+        ({"durable_grace": True}, TypeError, "durable_grace must be a number of seconds, got True"),
+    ],
+)
+def test_bad_durable_grace_fails_at_construction(
+    options: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=re.escape(words)):
+        CleanupMiddleware(app, queue="arq", arq_redis_url=URL, **options)
+
+
+def test_durable_grace_is_an_option_of_a_queue_and_a_settings_key(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match="durable_grace is an option of a queue, but queue is None"
+    ):
+        CleanupMiddleware(app, durable_grace=5)
+    path = tmp_path / "cleanup.toml"
+    path.write_text('queue = "arq"\narq_redis_url = "redis://127.0.0.1:1/0"\ndurable_grace = 5\n')
+    assert CleanupMiddleware(app, settings=path).queue.durable_grace == 5.0  # type: ignore[union-attr]
+    keyword = CleanupMiddleware(app, settings=path, durable_grace=7.5)
+    assert keyword.queue.durable_grace == 7.5  # type: ignore[union-attr]
+    assert CleanupMiddleware(app, queue="arq", arq_redis_url=URL).queue.durable_grace == 30.0  # type: ignore[union-attr]
+    path.write_text('queue = "arq"\narq_redis_url = "redis://127.0.0.1:1/0"\ndurable_grace = -1\n')
+    with pytest.raises(SettingsError, match="key 'durable_grace': durable_grace must be > 0"):
+        CleanupMiddleware(app, settings=path)
+
+
+class NoBroadcastTransport(MemoryTransport):
+    """A broker transport that cannot broadcast (as SQS's): workers cannot be told to revoke."""
+
+    implements = MemoryTransport.implements.extend(exchange_type=frozenset(["direct"]))
+
+
+def test_celery_refuses_durable_jobs_where_its_broker_cannot_revoke_them() -> None:
+    celery_app = Celery(broker="memory://")
+    celery_app.conf.broker_transport = f"{__name__}:NoBroadcastTransport"
+    registry = registry_of(CleanupMiddleware(app, queue="celery", celery_app=celery_app))
+    with pytest.raises(RuntimeError, match="needs a Celery broker that can broadcast"):
+        registry.register_job("queue_jobs.record", durable=True)
+    assert len(registry) == 0
+    registry.register_job("queue_jobs.record")  # a plain job needs no broadcast
+
+
+def test_celery_refuses_a_durable_grace_past_redis_visibility_timeout() -> None:
+    celery_app = Celery(broker=URL)
+    celery_app.conf.broker_transport_options = {"visibility_timeout": 60}
+    middleware = CleanupMiddleware(app, queue="celery", celery_app=celery_app, durable_grace=60)
+    with pytest.raises(RuntimeError, match=r"shorter than the Redis broker's visibility_timeout"):
+        registry_of(middleware).register_job("queue_jobs.record", durable=True)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_durable_arq_jobs_on_trio_are_refused_before_anything_is_recorded(
+    anyio_backend: str,
+) -> None:
+    registry = registry_of(CleanupMiddleware(app, queue="arq", arq_redis_url=URL))
+    with pytest.raises(RuntimeError, match="arq runs on asyncio only"):
+        registry.register_job("arq_record", durable=True)

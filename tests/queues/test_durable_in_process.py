@@ -1,0 +1,183 @@
+"""Durable registrations on a real Redis, in-process (no worker: the tests read what the broker
+holds): the job is in the broker, deferred and with outcome ``"unknown"``, before the endpoint
+answers; its release follows the response with the real outcome; a broker that refuses the
+record raises in the endpoint and registers nothing; what a registration costs, measured."""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from celery import Celery
+from queue_support import RedisServer
+from servers import free_port
+
+from asgi_cleanup import CleanupMiddleware, CleanupRegistry
+
+pytestmark = [pytest.mark.real_server, pytest.mark.anyio]
+
+GRACE = 20.0
+COST_RUNS = 50
+
+
+async def call(middleware: CleanupMiddleware, app_steps: Any) -> None:
+    """One POST /x through ``middleware``, whose app awaits ``app_steps(registry)`` first."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await app_steps(scope["cleanup"])
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware.app = app
+    scope = {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""}
+    await middleware(scope, receive, send)
+    await middleware.drain()
+
+
+def celery_messages(broker: RedisServer) -> dict[str, tuple[str | None, list[Any]]]:
+    """Task id -> (eta, [args, kwargs]) of each message Celery left in its queue."""
+    found = {}
+    for raw in broker.client().lrange("celery", 0, -1):
+        message = json.loads(raw)
+        body = json.loads(base64.b64decode(message["body"]))
+        found[message["headers"]["id"]] = (message["headers"]["eta"], body[:2])
+    return found
+
+
+@pytest.fixture
+async def arq_redis(broker: RedisServer) -> AsyncIterator[ArqRedis]:
+    broker.client().flushdb()
+    pool = await create_pool(RedisSettings.from_dsn(broker.url))
+    yield pool
+    await pool.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_arq_records_the_job_before_the_answer_and_releases_it_after(
+    anyio_backend: str, broker: RedisServer, arq_redis: ArqRedis
+) -> None:
+    middleware = CleanupMiddleware(
+        lambda *a: None, queue="arq", arq_redis_url=broker.url, durable_grace=GRACE
+    )
+    during: dict[str, Any] = {}
+
+    async def steps(registry: CleanupRegistry) -> None:
+        job = await registry.register_job("arq_record", "d", with_outcome=True, durable=True)
+        (recorded,) = await arq_redis.queued_jobs()
+        during.update(key=job.job_id, recorded=recorded, at=time.time(), pending=len(registry))
+
+    await call(middleware, steps)
+
+    key, recorded = during["key"], during["recorded"]
+    assert (recorded.job_id, recorded.args) == (key, ("d",))
+    assert recorded.kwargs == {"cleanup_outcome": "unknown", "cleanup_job_key": key}
+    assert recorded.score / 1000 - during["at"] == pytest.approx(GRACE, abs=1.0)  # deferred
+    assert during["pending"] == 1  # the release, a cleanup
+    queued = {job.job_id: job for job in await arq_redis.queued_jobs()}
+    released = queued[f"{key}:released"]
+    assert released.kwargs["cleanup_job_key"] == key
+    assert released.kwargs["cleanup_outcome"]["status"] == 201
+    assert released.score / 1000 <= time.time()  # due now
+    await middleware.queue.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_celery_records_the_job_with_a_countdown_and_releases_it_on_both_backends(
+    anyio_backend: str, broker: RedisServer
+) -> None:
+    broker.client().flushdb()
+    celery_app = Celery("in_process", broker=broker.url)
+    middleware = CleanupMiddleware(
+        lambda *a: None, queue="celery", celery_app=celery_app, durable_grace=GRACE
+    )
+    keys: list[str] = []
+
+    async def steps(registry: CleanupRegistry) -> None:
+        job = await registry.register_job("queue_jobs.record", "d", with_outcome=True, durable=True)
+        keys.append(job.job_id)
+        assert list(celery_messages(broker)) == [job.job_id]  # before the answer
+
+    await call(middleware, steps)
+
+    (key,) = keys
+    messages = celery_messages(broker)
+    assert set(messages) == {key, f"{key}:released"}
+    eta, (args, kwargs) = messages[key]
+    assert eta is not None
+    assert (args, kwargs) == (["d"], {"cleanup_outcome": "unknown", "cleanup_job_key": key})
+    eta, (args, kwargs) = messages[f"{key}:released"]
+    assert eta is None
+    assert kwargs["cleanup_job_key"] == key
+    assert kwargs["cleanup_outcome"]["status"] == 201
+    celery_app.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("queue", ["celery", "arq"])
+async def test_a_broker_that_refuses_the_record_raises_in_the_endpoint(
+    anyio_backend: str, queue: str
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    options: dict[str, Any] = {"arq_redis_url": url}
+    job = "arq_record"
+    if queue == "celery":
+        options, job = {"celery_app": Celery(broker=url)}, "queue_jobs.record"
+    middleware = CleanupMiddleware(lambda *a: None, queue=queue, **options)
+    caught: list[BaseException] = []
+
+    async def steps(registry: CleanupRegistry) -> None:
+        started = time.monotonic()
+        try:
+            await registry.register_job(job, durable=True)
+        except Exception as exc:
+            caught.append(exc)
+        assert time.monotonic() - started < 3  # one attempt, one retry 0.2 s later
+        assert len(registry) == 0
+
+    await call(middleware, steps)
+    assert len(caught) == 1
+    assert isinstance(caught[0], middleware.queue.transient)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("queue", ["celery", "arq"])
+async def test_what_a_durable_registration_costs_in_the_request(
+    anyio_backend: str, queue: str, broker: RedisServer, record_property: pytest.RecordProperty
+) -> None:
+    broker.client().flushdb()
+    options: dict[str, Any] = {"arq_redis_url": broker.url}
+    job = "arq_record"
+    if queue == "celery":
+        options, job = {"celery_app": Celery(broker=broker.url)}, "queue_jobs.record"
+    middleware = CleanupMiddleware(lambda *a: None, queue=queue, **options)
+    registry = middleware._registry()
+    await registry.register_job(job, "warm-up", durable=True)  # the connection is made
+    durable, plain = [], []
+    for i in range(COST_RUNS):
+        started = time.perf_counter()
+        await registry.register_job(job, i, durable=True)
+        durable.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        registry.register_job(job, i)
+        plain.append(time.perf_counter() - started)
+    figures = {
+        "durable_median_ms": statistics.median(durable) * 1e3,
+        "durable_max_ms": max(durable) * 1e3,
+        "plain_median_ms": statistics.median(plain) * 1e3,
+    }
+    record_property(f"durable_cost_{queue}", figures)
+    print(f"\n{queue}: a durable registration in the request, {COST_RUNS} runs: {figures}")
+    assert figures["durable_median_ms"] < 100, figures  # loose: CI's cores are shared
+    await middleware.queue.aclose()  # type: ignore[union-attr]
