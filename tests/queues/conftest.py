@@ -4,11 +4,12 @@ it, and uvicorn serving ``queue_apps:app``; all stopped at teardown."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from queue_support import PYTHONPATH, Process, RedisServer, start_worker
 from servers import ServerProcess
 
@@ -20,6 +21,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def arq_redis(broker: RedisServer) -> AsyncIterator[ArqRedis]:
+    """A pool on ``broker``, emptied first: for tests that read what arq holds."""
+    broker.client().flushdb()
+    pool = await create_pool(RedisSettings.from_dsn(broker.url))
+    yield pool
+    await pool.aclose()
 
 
 @pytest.fixture(scope="module", params=QUEUES)

@@ -9,11 +9,10 @@ import base64
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from celery import Celery
 from queue_support import RedisServer
 from servers import free_port
@@ -54,14 +53,6 @@ def celery_messages(broker: RedisServer) -> dict[str, tuple[str | None, list[Any
         body = json.loads(base64.b64decode(message["body"]))
         found[message["headers"]["id"]] = (message["headers"]["eta"], body[:2])
     return found
-
-
-@pytest.fixture
-async def arq_redis(broker: RedisServer) -> AsyncIterator[ArqRedis]:
-    broker.client().flushdb()
-    pool = await create_pool(RedisSettings.from_dsn(broker.url))
-    yield pool
-    await pool.aclose()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

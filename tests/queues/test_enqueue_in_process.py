@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from celery import Celery
 from queue_support import RedisServer
 
@@ -39,14 +38,6 @@ async def call(middleware: CleanupMiddleware, path: str = "/x") -> None:
     scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
     await middleware(scope, receive, send)
     await middleware.drain()
-
-
-@pytest.fixture
-async def arq_redis(broker: RedisServer) -> AsyncIterator[ArqRedis]:
-    broker.client().flushdb()
-    pool = await create_pool(RedisSettings.from_dsn(broker.url))
-    yield pool
-    await pool.aclose()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
