@@ -15,7 +15,7 @@ import math
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from contextvars import Context
 from typing import Any
 
@@ -24,16 +24,17 @@ import anyio
 from ._backend import new_signal, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
+from .otel import PhaseWatch
 from .registry import Entry
 
-# (cleanup, when it began, and what it raised, a TimedOut if it overran its timeout, or None)
+# (cleanup's entry, when it began, and what it raised, a TimedOut if it overran, or None)
 logger = logging.getLogger("asgi_cleanup")
 _WAITED = (
     "An async cleanup waited %.1fs for a place among async_limit=%d running at once: the "
     "cap holds cleanups back (at most one such warning a minute)"
 )
 
-Result = tuple[Callable[..., Any], float, BaseException | TimedOut | None]
+Result = tuple[Entry, float, BaseException | TimedOut | None]
 
 
 class AsyncPlaces:
@@ -81,8 +82,9 @@ class AsyncPlaces:
 class AsyncBatch:
     """Runs the async cleanups at the end of ``pending`` in the task ``run()`` is given to;
     the first began at ``began``, if given (its timeout counts from there), each once it has a
-    place of ``places``, if given. The phase reads ``seq``, ``current``, ``began``, ``waiting``
-    (for a place) and ``coro`` (once it has waited) of the one running."""
+    place of ``places``, if given; ``watch`` (telemetry), if given, is told as each starts and
+    ends. The phase reads ``seq``, ``current`` (the entry), ``began``, ``waiting`` (for a
+    place) and ``coro`` (once it has waited) of the one running."""
 
     __slots__ = (
         "_cut",
@@ -100,6 +102,7 @@ class AsyncBatch:
         "seq",
         "timeout",
         "waiting",
+        "watch",
     )
 
     def __init__(
@@ -108,12 +111,14 @@ class AsyncBatch:
         timeout: float | None,
         began: float | None,
         places: AsyncPlaces | None,
+        watch: PhaseWatch | None = None,
     ) -> None:
         self.pending = pending
         self.timeout = timeout
+        self.watch = watch
         self.results: list[Result] = []
         self.seq = 0  # which cleanup is running: counts up
-        self.current: Callable[..., Any] | None = None
+        self.current: Entry | None = None
         self.began = 0.0
         self.coro: Any = None
         self.abandoned = self.waiting = False
@@ -143,7 +148,7 @@ class AsyncBatch:
             task: asyncio.Task[Any] | None = asyncio.current_task()
         except RuntimeError:  # trio: no task can cancel itself there
             task = None
-        pending, began, places = self.pending, self._first_began, self._places
+        pending, began, places, watch = self.pending, self._first_began, self._places, self.watch
         error: BaseException | None = None
         while pending and not self.abandoned and is_async_callable(pending[-1][0]):
             self._cut, self._where = False, None
@@ -151,8 +156,9 @@ class AsyncBatch:
             # would cost more than the rest of the phase on asyncio.
             with anyio.CancelScope() as self._scope:
                 while pending and is_async_callable(pending[-1][0]):
-                    func, args, kwargs, context = pending.pop()
-                    self.current, self.began = func, time.monotonic() if began is None else began
+                    entry = self.current = pending.pop()
+                    func, args, kwargs, context = entry
+                    self.began = time.monotonic() if began is None else began
                     began, waited = None, False
                     self.seq += 1
                     if self.seq == 1 and self._step is not None:
@@ -161,6 +167,8 @@ class AsyncBatch:
                         self.waiting = True  # past its timeout, the phase leaves it waiting
                         await places.wait()
                         self.waiting = False
+                    if watch is not None:
+                        watch.start(entry, self.began)
                     try:
                         awaitable = func(*args, **kwargs)
                         coro = awaitable
@@ -196,13 +204,16 @@ class AsyncBatch:
 
     def _ended(self, error: BaseException | None, waited: bool) -> None:
         """The current cleanup ended with ``error``; ``waited``: it did not end in one step."""
-        func, began, timeout = self.current, self.began, self.timeout
-        assert func is not None
+        entry, began, timeout = self.current, self.began, self.timeout
+        assert entry is not None
         overran = self._cut
         if waited and not overran and timeout is not None:
             # One that blocked the event loop past its deadline after it waited overran.
             overran = time.monotonic() >= began + timeout
-        self.results.append((func, began, TimedOut(self._where) if overran else error))
+        result = TimedOut(self._where) if overran else error
+        self.results.append((entry, began, result))
+        if self.watch is not None:
+            self.watch.end(entry, result)
         if self._step is not None:
             self._wake()
 

@@ -135,7 +135,19 @@ def log_safe(text: str, limit: int = MAX_LOGGED) -> str:
     return "".join(pieces) + marker
 
 
-def describe_request(scope: Scope) -> str:
+class RequestText(str):
+    """``"GET /path"``, whose parts log records also carry as fields (``method``, ``path``)."""
+
+    method: str
+    path: str
+
+    def __new__(cls, method: str, path: str) -> "RequestText":
+        text = super().__new__(cls, f"{method} {path}")
+        text.method, text.path = method, path
+        return text
+
+
+def describe_request(scope: Scope) -> RequestText:
     """``"GET /path"`` (``"WEBSOCKET /path"``), each part through ``log_safe``."""
     method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
-    return f"{log_safe(str(method))} {log_safe(str(scope.get('path', '')))}"
+    return RequestText(log_safe(str(method)), log_safe(str(scope.get("path", ""))))

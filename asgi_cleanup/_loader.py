@@ -186,6 +186,8 @@ class Loader:
         if name in _options.HOOK_ARITY:
             return None if value is None and not self.toml else self.resolve(value, name)
         try:
+            if name == "telemetry":
+                return _options.validate_flag(name, value)
             if name.endswith("_limit"):
                 no_cap = value is False and name == "async_limit"  # a file spells None false
                 return None if no_cap else _options.validate_limit(name, value)
@@ -199,6 +201,8 @@ class Loader:
                 message = str(exc)
                 if self.toml and name.endswith("_limit"):
                     message = message.replace(" or None", ", or false for no cap")
+                elif self.toml:  # telemetry
+                    message = message.replace("True or False", "true or false")
                 _fail(message)
             # The validator's words are for keyword arguments; a file spells "no limit" false.
             no_limit = "false" if self.toml else "None or False"

@@ -7,7 +7,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ._describe import describe_callable
+from ._describe import RequestText, describe_callable
 from .outcome import CleanupReport
 
 logger = logging.getLogger("asgi_cleanup")
@@ -22,20 +22,40 @@ AROUND_FAILED = "sync_run_context %s failed %s a run of sync cleanups for %s"
 DROPPED = "Cleanup %s returned an awaitable after it was abandoned for %s; it is not awaited"
 
 
+# Messages about a cleanup: their records carry its name as a field.
+_OF_A_CLEANUP = frozenset({FAILED, FATAL, TIMED_OUT, WAITED_OUT, DROPPED})
+
+
 def log_error(
-    message: str, func: Callable[..., Any], exc: BaseException | None, *args: Any
+    message: str, func: Callable[..., Any], exc: BaseException | None, *args: Any, **fields: Any
 ) -> None:
-    logger.error(message, describe_callable(func), *args, exc_info=exc)
+    """An ERROR record; its facts also as record attributes (``extra``) for structured
+    formatters: ``cleanup_name``, ``http_method`` and ``http_path`` (from a ``RequestText``
+    among ``args``, escaped as in the message), and ``fields``."""
+    name = describe_callable(func)
+    if message in _OF_A_CLEANUP:
+        fields["cleanup_name"] = name
+    logger.error(message, name, *args, exc_info=exc, extra=request_fields(args, fields))
+
+
+def request_fields(args: Iterable[Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields``, and the method and path of the ``RequestText`` among ``args``, if any."""
+    for arg in args:
+        if type(arg) is RequestText:
+            fields["http_method"], fields["http_path"] = arg.method, arg.path
+    return fields
 
 
 def log_phase(reports: list[CleanupReport], request: str) -> None:
+    duration = sum(report.duration for report in reports)
     logger.debug(
         "Cleanups for %s: %d ran in %.3f ms, %d failed, %d timed out",
         request,
         len(reports),
-        sum(report.duration for report in reports) * 1e3,
+        duration * 1e3,
         sum(report.exception is not None and not report.timed_out for report in reports),
         sum(report.timed_out for report in reports),
+        extra=request_fields((request,), {"duration": duration}),
     )
 
 

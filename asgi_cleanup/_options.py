@@ -14,6 +14,7 @@ OPTION_NAMES: tuple[str, ...] = (
     "async_limit",
     "on_error",
     "on_complete",
+    "telemetry",
     *QUEUE_OPTIONS,
 )
 HOOK_ARITY = {"on_error": 3, "on_complete": 2}  # the hooks, and the arguments each is given
@@ -47,6 +48,13 @@ def validate_limit(name: str, value: Any) -> Any:
         raise TypeError(f"{name} must be {wanted}, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def validate_flag(name: str, value: Any) -> bool:
+    """:raises TypeError: unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
 
 

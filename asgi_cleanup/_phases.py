@@ -11,6 +11,7 @@ import anyio
 from ._backend import CleanupTask, retrieve, start_task, unshield
 from ._batch import AsyncPlaces
 from ._threads import SyncRunContext, WorkerPool
+from .otel import Telemetry
 from .outcome import CompleteHook, ErrorHook
 
 logger = logging.getLogger("asgi_cleanup")
@@ -35,6 +36,7 @@ class Phases:
         self.pool = WorkerPool(thread_limit)
         self.sync_run_context: SyncRunContext | None = None  # set by the middleware
         self.places: AsyncPlaces | None = None  # async_limit, set by the middleware
+        self.telemetry: Telemetry | None = None  # set by the middleware when on
         self.running: set[Any] = set()  # the CleanupPhase objects running or pending
         self.left_behind: set[CleanupTask] = set()
         self._detached: set[CleanupTask] = set()  # asyncio keeps only weak references
@@ -95,3 +97,5 @@ class Phases:
             for task in (*self.left_behind, *self._detached):
                 unshield(task)
             logger.warning(_SHUTDOWN_WARNING, *counts, self.shutdown_timeout)
+            if self.telemetry is not None:
+                self.telemetry.shutdown_unfinished(counts[0])

@@ -23,9 +23,10 @@ import anyio
 from ._backend import call_from_thread, new_signal
 from ._describe import is_async_callable
 from ._log import AROUND_FAILED, DROPPED, FAILED, FATAL, frames_traceback, log_error
+from .otel import PhaseWatch
 from .registry import Entry, is_release
 
-Result = tuple[Callable[..., Any], float, BaseException | None]  # cleanup, seconds, error
+Result = tuple[Entry, float, BaseException | None]  # cleanup's entry, seconds, error
 # The middleware's sync_run_context: makes what each run of sync cleanups runs within.
 SyncRunContext = Callable[[], contextlib.AbstractContextManager[object]]
 
@@ -125,8 +126,14 @@ class SyncJob:
     """
 
     def __init__(
-        self, pending: list[Entry], then: list[Entry] | None, request: str, record_successes: bool
+        self,
+        pending: list[Entry],
+        then: list[Entry] | None,
+        request: str,
+        record_successes: bool,
+        watch: PhaseWatch | None = None,  # told as each cleanup starts
     ) -> None:
+        self.watch = watch
         self.pending = pending
         self.then = then
         self.current: Entry | None = None  # the cleanup running now (or last run)
@@ -140,7 +147,7 @@ class SyncJob:
         self.ended = new_signal()  # set from the thread once the job has ended
         self._notify = [call_from_thread(self.ended.set)]
         self._request = request
-        self._record_successes = record_successes
+        self._record_successes = record_successes or watch is not None
         self._ends = is_async_callable  # whether the job ends before this cleanup
 
     def keep_to_releases(self) -> None:
@@ -232,12 +239,14 @@ class SyncJob:
                     self.current = self.late
                 else:
                     break
-                func, args, kwargs, context = self.current
+                func, args, kwargs, context = entry = self.current
+            if self.watch is not None:
+                self.watch.start(entry, began)
             try:
                 # Unpacking an empty kwargs still builds a dict: most cleanups have none.
                 result = context.run(func, *args, **kwargs) if kwargs else context.run(func, *args)
             except (Exception, CancelledError) as exc:  # its own CancelledError: a failure
-                done = (func, time.monotonic() - began, exc)
+                done = (entry, time.monotonic() - began, exc)
                 continue
             if result is not None and inspect.isawaitable(result):
                 with self.lock:
@@ -246,9 +255,9 @@ class SyncJob:
                         return
                 self._drop(func, result)
                 return
-            done = (func, time.monotonic() - began, None) if self._record_successes else None
+            done = (entry, time.monotonic() - began, None) if self._record_successes else None
         if done is not None and done[2] is not None:
-            log_error(FAILED, done[0], done[2], " after it was abandoned", self._request)
+            log_error(FAILED, done[0][0], done[2], " after it was abandoned", self._request)
 
     def _drop(self, func: Callable[..., Any], awaitable: Any) -> None:
         """An awaitable returned after the phase stopped waiting: nobody can await it."""

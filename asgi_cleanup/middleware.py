@@ -9,7 +9,7 @@ import anyio
 from ._batch import AsyncPlaces
 from ._handlers import handler_key
 from ._lifespan import hook_twisted_shutdown, serve_lifespan
-from ._options import validate_limit, validate_timeout
+from ._options import validate_flag, validate_limit, validate_timeout
 from ._phases import Phases
 from ._threads import SyncRunContext
 from ._types import AnyASGIApp, Message, Receive, Scope, Send
@@ -19,7 +19,7 @@ from .registry import CleanupRegistry, Directive, add_directives, begin_phase, f
 from .settings import load_settings, validate_hook
 
 _UNSET: Any = object()
-_DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8}
+_DEFAULTS = {"timeout": 5.0, "shutdown_timeout": 30.0, "thread_limit": 8, "telemetry": False}
 _START_TYPES = frozenset({"http.response.start", "websocket.http.response.start"})
 # Besides a final http.response.body, what can end a response, and the key that says more
 # follows (None: always the last).
@@ -59,6 +59,9 @@ class CleanupMiddleware:
     :param queue: ``"celery"`` (``celery_app=``) or ``"arq"`` (``arq_redis=`` or ``arq_redis_url``):
         the job queue of ``register_job()`` and ``job:`` directives (docs/queues.md).
     :param durable_grace: seconds after which a durable job runs anyway if never released.
+    :param telemetry: OpenTelemetry spans and metrics of the cleanups (docs/observability.md),
+        through ``tracer_provider`` and ``meter_provider`` (keyword only; default: the global
+        ones). Needs ``opentelemetry-api``: ``pip install 'asgi-cleanup[otel]'``.
 
     An option passed as a keyword, even ``None``, wins over the settings; the settings win
     over the defaults. Bad values raise ``TypeError`` or ``ValueError`` here.
@@ -81,6 +84,9 @@ class CleanupMiddleware:
         durable_grace: float = _UNSET,
         celery_app: Any = None,
         arq_redis: Any = None,
+        telemetry: bool = _UNSET,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
@@ -112,6 +118,15 @@ class CleanupMiddleware:
         self.sync_run_context = self._phases.sync_run_context = sync_run_context
         if self.async_limit is not None:
             self._phases.places = AsyncPlaces(self.async_limit)
+        self.telemetry: bool = validate_flag("telemetry", option("telemetry", telemetry))
+        self._responder = _Responder
+        if self.telemetry:
+            from .otel.tracing import Tracing
+
+            tracing = Tracing(self.timeout, tracer_provider, meter_provider)
+            self._phases.telemetry, self._responder = tracing, tracing.responder(_Responder)
+        elif tracer_provider is not None or meter_provider is not None:
+            raise ValueError("tracer_provider and meter_provider need telemetry=True")
         self.queue: Any = None  # the job queue, made once: its registries carry it
         self._registry = CleanupRegistry
         grace = option("durable_grace", durable_grace)
@@ -147,7 +162,7 @@ class CleanupMiddleware:
         # Matched before the app runs: routers rewrite the scope on the way in (Starlette's
         # Mount moves the prefix to root_path), and these are the outermost settings.
         directives = () if self._directives_for is None else self._directives_for(scope)
-        responder = _Responder(send, receive)
+        responder = self._responder(send, receive)
         try:
             await self.app(scope, responder.receive, responder.send)
         except BaseException as exc:

@@ -22,6 +22,7 @@ from ._describe import describe_request, is_async_callable
 from ._log import TimedOut
 from ._phases import Phases
 from ._threads import SyncJob
+from .otel import PhaseWatch
 from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Directive, Entry, hold_outcome, is_release, let_go
 
@@ -30,12 +31,21 @@ logger = logging.getLogger("asgi_cleanup")
 ABANDON_GRACE = 1.0  # how long past its timeout a cancelled cleanup may take to stop
 
 
-Ran = tuple[Callable[..., Any], float, Any]  # a cleanup, when it began, and _record's result
+Ran = tuple[Entry, float, Any]  # a cleanup's entry, when it began, and _record's result
+# The kwargs of every directive entry, which tell them apart; never changed (calls unpack it).
+_DIRECTIVE_KWARGS: dict[str, Any] = {}
+
+
+def is_directive(entry: Entry) -> bool:
+    """Whether ``entry`` is a directive cleanup's, not a registered one's."""
+    return entry[2] is _DIRECTIVE_KWARGS
 
 
 class CleanupPhase:
     """Runs one request's cleanups. Failures and timeouts are logged and go to ``on_error``; a
     ``BaseException`` that is not an ``Exception`` lets the rest run first."""
+
+    _watch: PhaseWatch | None = None  # with telemetry on: told as each cleanup starts and ends
 
     def __init__(
         self,
@@ -50,14 +60,17 @@ class CleanupPhase:
         self._later: list[Entry] = []
         if directives:
             # Directive cleanups run in the context as it was when the app finished.
-            outcome, context = self._outcome, contextvars.copy_context()
-            self._later = [(d, (outcome,), {}, context.copy()) for d in reversed(directives)]
+            args, context = (self._outcome,), contextvars.copy_context()
+            kwargs = _DIRECTIVE_KWARGS
+            self._later = [(d, args, kwargs, context.copy()) for d in reversed(directives)]
         observing = phases.on_complete is not None or logger.isEnabledFor(logging.DEBUG)
         self._reports: list[CleanupReport] | None = [] if observing else None
         self._waiter: Waiter | None = None  # made when the phase first has to wait
         self._current: CleanupTask | None = None
         self._fatal: BaseException | None = None
         self._detached = False
+        if phases.telemetry is not None:
+            self._watch = phases.telemetry.phase()
 
     @property
     def _outcome(self) -> Outcome:
@@ -82,6 +95,8 @@ class CleanupPhase:
         finally:
             self._phases.finished(self)
             let_go(self._registry)
+            if self._watch is not None:
+                self._watch.finished()
         if not detached:
             if self._fatal is not None:
                 raise self._fatal
@@ -99,12 +114,13 @@ class CleanupPhase:
         for pending, then in ((self._entries, self._later), (self._later, None)):
             while pending:
                 if is_async_callable(pending[-1][0]):
-                    results = await self._run_async(pending, places=self._phases.places)
+                    places = self._phases.places
+                    results = await self._run_async(pending, None, places, self._watch)
                 else:
                     results = await self._run_sync(pending, then)
-                for func, began, result in results:
+                for entry, began, result in results:
                     if result is not None or self._reports is not None:
-                        await self._record(func, began, result)
+                        await self._record(entry, began, result)
         hook = self._phases.on_complete
         if self._reports is not None:
             _log.log_phase(self._reports, self._request())
@@ -117,12 +133,17 @@ class CleanupPhase:
         return await self._waiter.wait(signal, deadline)
 
     async def _run_async(
-        self, pending: list[Entry], began: float | None = None, places: AsyncPlaces | None = None
+        self,
+        pending: list[Entry],
+        began: float | None = None,
+        places: AsyncPlaces | None = None,
+        watch: PhaseWatch | None = None,
     ) -> list[Ran]:
         """The async cleanups at the end of ``pending``, in a task of their own (``_batch``),
-        each once it has one of ``places``, if given; the first began at ``began``, if given."""
+        each once it has one of ``places``, if given; the first began at ``began``, if given;
+        ``watch`` is told as each starts and ends."""
         timeout = self._phases.timeout
-        batch = AsyncBatch(pending, timeout, began, places)
+        batch = AsyncBatch(pending, timeout, began, places, watch)
         task = self._current = start_task(batch.run(), contextvars.copy_context())
         abandoned: list[Ran] = []
         try:
@@ -149,6 +170,8 @@ class CleanupPhase:
                 self._phases.leave_behind(task, hold_outcome(self._registry))
                 assert batch.current is not None
                 abandoned.append((batch.current, batch.began, TimedOut(where, waiting_for)))
+                if watch is not None:
+                    watch.given_up(batch.current, batch.began)
                 break
         except BaseException:
             unshield(task)  # the phase is cut short: the shutdown's bound has passed
@@ -160,7 +183,7 @@ class CleanupPhase:
     async def _run_sync(self, pending: list[Entry], then: list[Entry] | None) -> list[Ran]:
         """The sync cleanups at the end of ``pending`` (then ``then``): one thread hop."""
         timeout, pool = self._phases.timeout, self._phases.pool
-        job = SyncJob(pending, then, self._request(), self._reports is not None)
+        job = SyncJob(pending, then, self._request(), self._reports is not None, self._watch)
         around = self._phases.sync_run_context
         to_lane = job.keep_to_releases if is_release(pending[-1][0]) else None
         pool.submit(job.run if around is None else partial(job.run, around), to_lane)
@@ -171,43 +194,62 @@ class CleanupPhase:
             if abandoned is not None:
                 break
         now = time.monotonic()
-        ran: list[Ran] = [(func, now - seconds, error) for func, seconds, error in job.results]
+        ran: list[Ran] = [(entry, now - seconds, error) for entry, seconds, error in job.results]
+        watch = self._watch
+        if watch is not None:
+            for entry, seconds, error in job.results:
+                watch.end(entry, error, seconds)
         if abandoned is not None:
-            (func, *_), where = abandoned
+            entry, where = abandoned
             waiting_for = "a free worker thread" if job.late is not None else ""
-            ran.append((func, job.started_at, TimedOut(where, waiting_for)))
+            ran.append((entry, job.started_at, TimedOut(where, waiting_for)))
+            if watch is not None:
+                watch.given_up(entry, job.started_at)
         elif job.current is not None and job.fatal is not None:
-            ran.append((job.current[0], job.started_at, job.fatal))
+            ran.append((job.current, job.started_at, job.fatal))
+            if watch is not None:
+                watch.end(job.current, job.fatal, now - job.started_at)
         elif job.current is not None and job.awaitable is not None:
             # A sync cleanup returned an awaitable: awaited within what is left of its timeout.
-            func, _, _, context = job.current
-            entry: Entry = (_awaited, (job.awaitable,), {}, context)
+            awaited: Entry = (_awaited, (job.awaitable,), {}, job.current[3])
             places = self._phases.places
-            ((_, _, result),) = await self._run_async([entry], job.started_at, places)
-            ran.append((func, job.started_at, result))
+            ((_, _, result),) = await self._run_async([awaited], job.started_at, places, watch)
+            ran.append((job.current, job.started_at, result))
         return ran
 
-    async def _record(self, func: Callable[..., Any], began: float, result: Any) -> None:
+    async def _record(self, entry: Entry, began: float, result: Any) -> None:
         """Report a cleanup that ended with ``result`` (``None``, an exception or a
         ``TimedOut``): log a failure and call ``on_error``; note it for ``on_complete``."""
-        timed_out = type(result) is TimedOut
+        func, timed_out = entry[0], type(result) is TimedOut
+        seconds = time.monotonic() - began
+        why: tuple[Any, ...] = (_log.FAILED, "")  # the message and its arguments
         if timed_out:
             timeout, waiting_for = self._phases.timeout, result.waiting_for
             result = _log.timeout_error("cleanup", timeout, result.where)
-            if waiting_for:
-                _log.log_error(_log.WAITED_OUT, func, result, timeout, waiting_for, self._request())
+            why = (
+                (_log.WAITED_OUT, timeout, waiting_for)
+                if waiting_for
+                else (_log.TIMED_OUT, timeout)
+            )
+        # Its own cancellation (it cancelled its task, or raised the class) is a failure.
+        elif result is not None and not isinstance(
+            result, (Exception, anyio.get_cancelled_exc_class())
+        ):
+            self._fail_fatally(func, result)
+            return
+        if result is not None:
+            message, *args = why
+            source = "directive" if is_directive(entry) else "registered"
+            fields = {"cleanup_source": source, "duration": seconds, "timed_out": timed_out}
+            log = partial(_log.log_error, message, func, result, *args, self._request(), **fields)
+            if self._watch is None:
+                log()
             else:
-                _log.log_error(_log.TIMED_OUT, func, result, timeout, self._request())
-        elif result is not None:
-            # Its own cancellation (it cancelled its task, or raised the class) is a failure.
-            if not isinstance(result, (Exception, anyio.get_cancelled_exc_class())):
-                self._fail_fatally(func, result)
-                return
-            _log.log_error(_log.FAILED, func, result, "", self._request())
-        if result is not None and self._phases.on_error is not None:
-            await self._call_hook("on_error", self._phases.on_error, func, result, self._outcome)
+                self._watch.current(entry, log)  # within its span, for a log handler to tie
+            if self._phases.on_error is not None:
+                hook = self._phases.on_error
+                await self._call_hook("on_error", hook, func, result, self._outcome)
         if self._reports is not None:
-            seconds = time.monotonic() - began
             self._reports.append(CleanupReport(func, seconds, result, timed_out))
 
     def _fail_fatally(self, func: Callable[..., Any], exc: BaseException) -> None:

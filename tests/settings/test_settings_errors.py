@@ -137,7 +137,7 @@ def test_pyproject_errors_name_the_tool_table(tmp_path: Path) -> None:
         pytest.param(
             "colour = 1\n",
             "top level: unknown key 'colour'; expected handlers, host, location, timeout, "
-            "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, queue, "
+            "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, telemetry, queue, "
             "arq_redis_url, durable_grace",
             id="no-close-match-lists-keys",
         ),

@@ -96,7 +96,7 @@ def test_a_header_inside_a_multiline_string_is_not_taken_for_a_table(tmp_path: P
     )
     assert message_of(path).splitlines() == [
         f"{path}:2: top level: unknown key 'note'; expected handlers, host, location, timeout, "
-        "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, queue, "
+        "shutdown_timeout, thread_limit, async_limit, on_error, on_complete, telemetry, queue, "
         "arq_redis_url, durable_grace",
         f"{path}:8: location[0], key 'path': 'nope' must start with '/'",
     ]
