@@ -78,7 +78,8 @@ class CleanupRegistry:
         finally:
             _release()
         name = describe_callable(func)
-        logger.warning("Cleanup %s registered after cleanups started; it will not run", name)
+        message = "Cleanup %s registered after cleanups started; it will not run"
+        logger.warning(message, name, extra={"cleanup_name": name})
         return func
 
     @overload
