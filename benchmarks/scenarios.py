@@ -114,6 +114,46 @@ def directive_settings(server_wide: bool) -> dict[str, Any]:
     return settings
 
 
+class _Discard:
+    """A span exporter that drops what it gets: the SDK's cost without an exporter's."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def telemetry_scenarios() -> dict[str, ASGIApp]:
+    """``telemetry=True`` through the OpenTelemetry SDK (spans to a discarding exporter, metrics
+    aggregated in memory); none without the SDK (the bench extra installs it)."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    except ImportError:
+        return {}
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(_Discard()))  # type: ignore[arg-type]
+    providers = {
+        "telemetry": True,
+        "tracer_provider": tracer_provider,
+        "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    }
+    return {
+        f"telemetry on: {count} async cleanup{'s' * (count > 1)}": CleanupMiddleware(
+            starlette_app(registering(async_noop, count)), **providers
+        )
+        for count in (1, 10)
+    }
+
+
 def scenarios() -> dict[str, ASGIApp]:
     """Name -> app; the names are what the report refers to."""
     return {
@@ -134,6 +174,7 @@ def scenarios() -> dict[str, ASGIApp]:
         "1 sync cleanup": CleanupMiddleware(starlette_app(registering(sync_noop, 1))),
         "10 sync cleanups": CleanupMiddleware(starlette_app(registering(sync_noop, 10))),
         "BaseHTTPMiddleware, 1 async": AfterResponseMiddleware(starlette_app(hello)),
+        **telemetry_scenarios(),
     }
 
 
