@@ -24,7 +24,7 @@ import anyio
 from ._backend import new_signal, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
-from .otel import PhaseWatch
+from ._watch import PhaseWatch
 from .registry import Entry
 
 # (cleanup's entry, when it began, and what it raised, a TimedOut if it overran, or None)

@@ -11,7 +11,7 @@ import anyio
 from ._backend import CleanupTask, retrieve, start_task, unshield
 from ._batch import AsyncPlaces
 from ._threads import SyncRunContext, WorkerPool
-from .otel import Telemetry
+from ._watch import Telemetry
 from .outcome import CompleteHook, ErrorHook
 
 logger = logging.getLogger("asgi_cleanup")

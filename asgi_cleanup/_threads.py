@@ -23,7 +23,7 @@ import anyio
 from ._backend import call_from_thread, new_signal
 from ._describe import is_async_callable
 from ._log import AROUND_FAILED, DROPPED, FAILED, FATAL, frames_traceback, log_error
-from .otel import PhaseWatch
+from ._watch import PhaseWatch
 from .registry import Entry, is_release
 
 Result = tuple[Entry, float, BaseException | None]  # cleanup's entry, seconds, error

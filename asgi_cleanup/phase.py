@@ -22,7 +22,7 @@ from ._describe import describe_request, is_async_callable
 from ._log import TimedOut
 from ._phases import Phases
 from ._threads import SyncJob
-from .otel import PhaseWatch
+from ._watch import PhaseWatch
 from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Directive, Entry, hold_outcome, is_release, let_go
 

@@ -1,39 +1,8 @@
 """Telemetry of cleanups: OpenTelemetry spans and metrics (``CleanupMiddleware(telemetry=True)``,
-docs/observability.md). What the engine calls, as protocols: this module imports nothing, and
-``asgi_cleanup.otel.tracing``, which imports ``opentelemetry``, only when telemetry is on."""
+docs/observability.md). ``asgi_cleanup.otel.tracing`` imports ``opentelemetry`` and implements
+the engine's protocols (``asgi_cleanup._watch``); the middleware imports it only when telemetry
+is on."""
 
-from typing import Any, Protocol
+from .._watch import PhaseWatch, Telemetry
 
-from ..registry import Entry
-
-
-class PhaseWatch(Protocol):
-    """Telemetry of one request's cleanup phase, made with it."""
-
-    def start(self, entry: Entry, began: float) -> None:
-        """The cleanup of ``entry`` is about to be called, in the thread that calls it; its
-        timeout counts from ``began`` (``time.monotonic()``)."""
-
-    def end(self, entry: Entry, result: Any, seconds: float | None = None) -> None:
-        """It ended with ``result`` (``None``, an exception or a ``TimedOut``), ``seconds``
-        after it began (``None``: now)."""
-
-    def given_up(self, entry: Entry, began: float) -> None:
-        """The phase stopped waiting for it at its timeout (it began at ``began``, or never
-        started): it is left behind."""
-
-    def current(self, entry: Entry, call: Any) -> None:
-        """``call()`` while the cleanup's span is current (its failure's log record)."""
-
-    def finished(self) -> None:
-        """The phase has ended."""
-
-
-class Telemetry(Protocol):
-    """A middleware's telemetry, made at construction."""
-
-    def phase(self) -> PhaseWatch:
-        """A new phase, made when the app call has ended."""
-
-    def shutdown_unfinished(self, phases: int) -> None:
-        """``phases`` were still running or pending when ``shutdown_timeout`` ended."""
+__all__ = ["PhaseWatch", "Telemetry"]
