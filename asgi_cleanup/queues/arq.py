@@ -4,16 +4,23 @@ your own, which you close). The enqueue is an async cleanup on the event loop; e
 ``_job_id`` is its idempotency key, so a retry never enqueues twice. arq runs on asyncio only:
 on trio, ``register_job()`` raises ``RuntimeError``.
 
-Durable jobs are recorded with ``_defer_by=durable_grace`` and cancelled with arq's
-``Job.abort()``, which only workers run with ``allow_abort_jobs=True`` honour: any other worker
-runs the recorded job at once, a second time (docs/queues.md)."""
+Durable jobs are recorded with ``_defer_by=durable_grace``. Their release marks them released
+(the Redis key ``K:released``, written after the release's enqueue) and then cancels them with
+arq's ``Job.abort()``. ``Job.abort()`` moves the job to the front of the queue before it flags
+it, and a worker that polls in between starts it: the workers' functions, wrapped by
+:func:`durable_functions`, see the mark when the recorded copy starts and return at once. Without
+the wrapper, or on workers without ``allow_abort_jobs=True``, a recorded copy may run a second
+time (docs/queues.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import math
 import sys
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from .._describe import describe_value
@@ -23,6 +30,8 @@ from ._jobs import AsyncJob, JobQueue
 try:
     from arq.connections import ArqRedis, RedisSettings, create_pool
     from arq.jobs import Job as ArqJob
+    from arq.typing import WorkerCoroutine
+    from arq.worker import Function, func
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the extra is missing
@@ -34,9 +43,49 @@ _ON_TRIO = "arq runs on asyncio only, and this app runs on trio: use queue='cele
 ABORT_WAIT, ABORT_POLL = 1.0, 0.1
 _NOT_ABORTED = (
     "The recorded copy of durable %s ran instead of being aborted: do the arq workers run "
-    "with allow_abort_jobs=True, and is durable_grace longer than the request? (docs/queues.md)"
+    "with allow_abort_jobs=True and their functions wrapped by durable_functions(), and is "
+    "durable_grace longer than the request? (docs/queues.md)"
 )
 logger = logging.getLogger("asgi_cleanup")
+#: How long the released mark outlives the release: as long as arq keeps a deferred job's own
+#: record past its due time (``expires_extra_ms``, a day), so that the mark outlives K.
+MARK_EXTRA = 86_400
+#: What a recorded copy that found its release's mark returns, instead of running the job.
+SKIPPED = "asgi-cleanup: released, recorded copy not run"
+_SKIPPED_LOG = "arq job %s (%s): released already, its recorded copy returns without running"
+
+
+def released_mark(key: str) -> str:
+    """The Redis key that a durable job's release sets before it aborts the recorded job ``key``."""
+    return f"{key}:released"
+
+
+def durable_functions(functions: Iterable[Function | WorkerCoroutine]) -> list[Function]:
+    """The worker's functions, each wrapped to skip a durable job's recorded copy whose release
+    already happened: ``functions = durable_functions([audit, ...])`` in ``WorkerSettings``.
+
+    A job runs as before, except when it is the recorded copy of a durable job (arq's job id is
+    its ``cleanup_job_key``) and the mark that the release writes exists: then it returns
+    :data:`SKIPPED` without calling the function. The check is one Redis ``EXISTS`` on the
+    worker's own connection (``ctx["redis"]``), made only for recorded copies; other jobs pay a
+    dictionary lookup. Each function stays what ``arq.func()`` made of it (name, timeout,
+    ``max_tries``, ``keep_result``)."""
+    return [_guard(func(function)) for function in functions]
+
+
+def _guard(function: Function) -> Function:
+    inner = function.coroutine
+
+    @functools.wraps(inner)
+    async def guarded(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        key = kwargs.get("cleanup_job_key")
+        recorded_copy = isinstance(key, str) and key == ctx.get("job_id")
+        if recorded_copy and await ctx["redis"].exists(released_mark(str(key))):
+            logger.info(_SKIPPED_LOG, function.name, key)
+            return SKIPPED
+        return await inner(ctx, *args, **kwargs)
+
+    return dataclasses.replace(function, coroutine=guarded)
 
 
 def arq_job(target: str) -> str:
@@ -131,6 +180,10 @@ class ArqQueue(JobQueue):
         recorded = ArqJob(
             key, redis, _queue_name=kwargs.get("_queue_name") or redis.default_queue_name
         )
+        # Marked first: abort() moves K to the front of the queue before it flags it, and a
+        # worker that starts K in between finds the mark (durable_functions) and skips it.
+        ttl = math.ceil(self.durable_grace) + MARK_EXTRA
+        await redis.set(released_mark(key), b"1", ex=ttl)
         try:
             aborted = await recorded.abort(timeout=ABORT_WAIT, poll_delay=ABORT_POLL)
         except TimeoutError:
@@ -139,8 +192,13 @@ class ArqQueue(JobQueue):
             raise
         except Exception:  # the recorded job ran, and raised: its result re-raises it
             aborted = False
-        if not aborted:
+        if not aborted and not await self._skipped(recorded):
             logger.warning(_NOT_ABORTED, f"arq job {job} ({key})")
+
+    async def _skipped(self, recorded: ArqJob) -> bool:
+        """Whether the recorded copy started, found the released mark and did nothing."""
+        info = await recorded.result_info()
+        return info is not None and info.success and info.result == SKIPPED
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None

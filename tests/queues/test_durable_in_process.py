@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from arq.jobs import Job as ArqJob
+from arq.worker import Worker
 from celery import Celery
+from queue_jobs import arq_record
 from queue_support import RedisServer
 from servers import free_port
 
 from asgi_cleanup import CleanupMiddleware, CleanupRegistry
+from asgi_cleanup.queues.arq import SKIPPED, durable_functions, released_mark
 
 pytestmark = [pytest.mark.real_server, pytest.mark.anyio]
 
@@ -82,6 +86,78 @@ async def test_arq_records_the_job_before_the_answer_and_releases_it_after(
     assert released.kwargs["cleanup_outcome"]["status"] == 201
     assert released.score / 1000 <= time.time()  # due now
     await middleware.queue.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_arq_worker_that_starts_a_released_recorded_copy_skips_it(
+    anyio_backend: str, broker: RedisServer, arq_redis: ArqRedis
+) -> None:
+    """The abort's race, made certain: a worker without ``allow_abort_jobs`` runs K as soon as
+    ``Job.abort()`` has moved it to the front, as a worker polling between the abort's two
+    commands does. The release's mark makes the wrapped function skip it."""
+    middleware = CleanupMiddleware(
+        lambda *a: None, queue="arq", arq_redis_url=broker.url, durable_grace=GRACE
+    )
+    keys: list[str] = []
+
+    async def steps(registry: CleanupRegistry) -> None:
+        keys.append((await registry.register_job("arq_record", "race", durable=True)).job_id)
+
+    await call(middleware, steps)  # released: K:released queued, K marked, then moved up
+    (key,) = keys
+    assert await arq_redis.exists(released_mark(key))
+    worker = Worker(
+        functions=durable_functions([arq_record]),
+        redis_pool=arq_redis,
+        burst=True,
+        poll_delay=0.01,
+        handle_signals=False,
+    )
+    await worker.main()  # burst: returns once the queue is empty; the fixture closes the pool
+    ran = broker.results("race")
+    assert [job["job_id"] for job in ran] == [f"{key}:released"]
+    info = await ArqJob(key, arq_redis).result_info()
+    assert info is not None
+    assert info.result == SKIPPED  # started, and returned at once
+    await middleware.queue.aclose()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_what_the_workers_check_costs_per_job_run(
+    anyio_backend: str,
+    broker: RedisServer,
+    arq_redis: ArqRedis,
+    record_property: pytest.RecordProperty,
+) -> None:
+    """The wrapper's cost at each job run: a plain job or a release pays a dictionary lookup; a
+    recorded copy, one Redis EXISTS (it is skipped, or runs after a crash)."""
+
+    async def nothing(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        pass
+
+    (guarded,) = durable_functions([nothing])
+    key = "asgi-cleanup:cost:1"
+    await arq_redis.set(released_mark(key), b"1")
+    cases = {
+        "bare": (nothing, {"job_id": key}, {}),
+        "release": (guarded.coroutine, {"job_id": f"{key}:released"}, {"cleanup_job_key": key}),
+        "recorded_copy": (guarded.coroutine, {"job_id": key}, {"cleanup_job_key": key}),
+    }
+    figures = {}
+    for name, (function, ctx, kwargs) in cases.items():
+        ctx["redis"] = arq_redis
+        await function(ctx, **kwargs)
+        times = []
+        for _ in range(COST_RUNS):
+            started = time.perf_counter()
+            await function(ctx, **kwargs)
+            times.append(time.perf_counter() - started)
+        figures[f"{name}_median_us"] = statistics.median(times) * 1e6
+    assert (
+        await guarded.coroutine({"job_id": key, "redis": arq_redis}, cleanup_job_key=key) == SKIPPED
+    )
+    record_property("durable_check_cost_arq", figures)
+    print(f"\narq: the worker's check per job run, {COST_RUNS} runs: {figures}")
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
