@@ -6,6 +6,7 @@ eager start (3.12+), trio's ``spawn_system_task``, anyio's and trio's cancel sco
 
 import asyncio
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -50,6 +51,22 @@ class _TrioTask:
 
 
 CleanupTask = asyncio.Task[Any] | _TrioTask  # done() and add_done_callback() on both
+
+
+def cancel_scope(on_asyncio: bool) -> Any:
+    """A new cancel scope that anyio's shields inside it honour: anyio's own on asyncio, trio's
+    on trio (anyio's wraps it there)."""
+    if on_asyncio:
+        return _asyncio_scope_class()()
+    import trio
+
+    return trio.CancelScope()
+
+
+@functools.cache
+def _asyncio_scope_class() -> Any:
+    # anyio.CancelScope() looks up the running backend on each call: a tenth of a phase.
+    return type(anyio.CancelScope())
 
 
 def start_task(

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from ._backend import new_signal, wait_signal
+from ._backend import cancel_scope, new_signal, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
 from ._watch import PhaseWatch
@@ -154,7 +154,7 @@ class AsyncBatch:
             self._cut, self._where = False, None
             # A scope for the run, and a fresh one after each cut: one for each cleanup
             # would cost more than the rest of the phase on asyncio.
-            with anyio.CancelScope() as self._scope:
+            with cancel_scope(task is not None) as self._scope:
                 while pending and is_async_callable(pending[-1][0]):
                     entry = self.current = pending.pop()
                     func, args, kwargs, context = entry
