@@ -1,7 +1,7 @@
 """What differs between asyncio and trio: a task of its own for a cleanup or a detached phase,
-the one-shot signals a phase waits on, calls from a worker thread, and ``Waiter``, which holds
-back a cancellation of the request's task until its phase ends. Public APIs only: asyncio's
-eager start (3.12+), trio's ``spawn_system_task``, anyio's and trio's cancel scopes.
+the cancel scope a run of cleanups is cut through, the one-shot signals a phase waits on, and
+calls from a worker thread. Public APIs only: asyncio's eager start (3.12+), trio's
+``spawn_system_task``, anyio's and trio's cancel scopes.
 """
 
 import asyncio
@@ -9,13 +9,11 @@ import contextlib
 import functools
 import math
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 EAGER = sys.version_info >= (3, 12)  # asyncio tasks can start eagerly (public from 3.12)
 
@@ -67,6 +65,30 @@ def cancel_scope(on_asyncio: bool) -> Any:
 def _asyncio_scope_class() -> Any:
     # anyio.CancelScope() looks up the running backend on each call: a tenth of a phase.
     return type(anyio.CancelScope())
+
+
+def own_task() -> "asyncio.Task[Any] | None":
+    """The asyncio task running this; ``None`` on trio, where no task can cancel itself."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+async def settle_cancellation(
+    task: "asyncio.Task[Any]", error: BaseException | None, own: bool
+) -> BaseException | None:
+    """After a cleanup that cancelled its own task (``own``), or was cut while it did: let a
+    cancellation not yet delivered come now, and take it back, so that the next cleanup does
+    not receive it."""
+    if not isinstance(error, asyncio.CancelledError):
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError as exc:
+            error = exc if own else error
+    while task.cancelling():
+        task.uncancel()
+    return error
 
 
 def start_task(
@@ -172,60 +194,3 @@ def call_from_thread(func: Callable[[], object]) -> Callable[[], None]:
             schedule(func)
 
     return call
-
-
-class Waiter:
-    """Waits for events on behalf of one phase. A cancellation of the phase's task (an anyio
-    cancel scope's, or on asyncio a native ``Task.cancel()``, which no anyio shield stops) is
-    caught and kept in ``held`` for the phase to deliver when it ends: for at most
-    ``hold_limit`` seconds (``None``: as long as the phase), and not at all once released."""
-
-    def __init__(self, hold_limit: float | None, released: bool = False) -> None:
-        self.held: BaseException | None = None
-        self._held_until: float | None = None
-        self._hold_limit = hold_limit
-        self._released = released
-        self._scope: anyio.CancelScope | None = None
-
-    async def wait(self, signal: Any, deadline: float | None) -> bool:
-        """Wait until ``signal`` (see ``new_signal``) is set (``True``) or ``deadline``
-        (``time.monotonic()``) has passed (``False``)."""
-        while not signal.is_set():
-            now = time.monotonic()
-            if self.held is not None and (
-                self._released or (self._held_until is not None and now >= self._held_until)
-            ):
-                await self.deliver()
-            if deadline is not None and now >= deadline:
-                return False
-            limits = [t for t in (deadline, self._held_until) if t is not None]
-            seconds = min(limits) - now if limits else None
-            try:
-                if self.held is None:
-                    await wait_signal(signal, seconds)
-                else:
-                    # An anyio scope's cancellation would otherwise come again at every await.
-                    with anyio.CancelScope(shield=True) as self._scope:
-                        await wait_signal(signal, seconds)
-            except BaseException as exc:
-                if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                    raise
-                if self.held is None:
-                    self.held = exc
-                    if self._hold_limit is not None:
-                        self._held_until = time.monotonic() + self._hold_limit
-            finally:
-                self._scope = None
-        return True
-
-    async def deliver(self) -> None:
-        """Raise the cancellation held, if any: an anyio or trio scope's afresh."""
-        if self.held is not None:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            raise self.held
-
-    def release(self) -> None:
-        """Hold no cancellation from now on (the shutdown's bound has passed)."""
-        self._released = True
-        if self._scope is not None and self.held is not None:
-            self._scope.cancel()  # wakes wait(), which delivers it

@@ -9,7 +9,6 @@ trio. If it does not stop, the phase abandons the run, which ends with that clea
 with the rest in a new one.
 """
 
-import asyncio
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from ._backend import cancel_scope, new_signal, wait_signal
+from ._backend import cancel_scope, new_signal, own_task, settle_cancellation, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
 from ._watch import PhaseWatch
@@ -144,10 +143,7 @@ class AsyncBatch:
             self._scope.cancel()
 
     async def run(self) -> None:
-        try:
-            task: asyncio.Task[Any] | None = asyncio.current_task()
-        except RuntimeError:  # trio: no task can cancel itself there
-            task = None
+        task = own_task()
         pending, began, places, watch = self.pending, self._first_began, self._places, self.watch
         error: BaseException | None = None
         while pending and not self.abandoned and is_async_callable(pending[-1][0]):
@@ -195,7 +191,7 @@ class AsyncBatch:
                 else:
                     continue
             if task is not None and task.cancelling():
-                error = await _settle_cancellation(task, error, own=not self._cut)
+                error = await settle_cancellation(task, error, own=not self._cut)
             if self.abandoned:
                 return
             self._ended(error, True)
@@ -220,22 +216,6 @@ class AsyncBatch:
     def _wake(self) -> None:
         step, self._step = self._step, None
         step.set()
-
-
-async def _settle_cancellation(
-    task: "asyncio.Task[Any]", error: BaseException | None, own: bool
-) -> BaseException | None:
-    """After a cleanup that cancelled its own task (``own``), or was cut while it did: let a
-    cancellation not yet delivered come now, and take it back, so that the next cleanup does
-    not receive it."""
-    if not isinstance(error, asyncio.CancelledError):
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError as exc:
-            error = exc if own else error
-    while task.cancelling():
-        task.uncancel()
-    return error
 
 
 @types.coroutine

@@ -16,12 +16,13 @@ from typing import Any
 import anyio
 
 from . import _log
-from ._backend import CleanupTask, Waiter, start_task, unshield
+from ._backend import CleanupTask, start_task, unshield
 from ._batch import AsyncBatch, AsyncPlaces
 from ._describe import describe_request, is_async_callable
 from ._log import TimedOut
 from ._phases import Phases
 from ._threads import SyncJob
+from ._waiter import Waiter
 from ._watch import PhaseWatch
 from .outcome import CleanupReport, Outcome
 from .registry import CleanupRegistry, Directive, Entry, hold_outcome, is_release, let_go
