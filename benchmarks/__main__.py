@@ -17,7 +17,7 @@ from . import chart, instructions, memory, served, served_counts
 from .inprocess import median, run
 from .loadgen import find_load_tool
 from .ratios import Ratio
-from .scenarios import TARGETS
+from .scenarios import FLOORS, TARGETS
 
 PARTS = ("inprocess", "instructions", "served", "memory")
 DEFAULT_CHART = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.png"
@@ -116,6 +116,10 @@ def run_inprocess(args: argparse.Namespace, backends: list[str]) -> dict[str, li
         print("\n".join(ratio_table(samples)))
         print()
         print("\n".join(target_table(measured[backend])))
+        floors = [Ratio.of(samples, *floor, at_least=False) for floor in FLOORS]
+        print("\nThe floors: the contract's own mechanics without this package's code (see")
+        print("FloorMiddleware); 'met' says whether any implementation could meet the bar.\n")
+        print("\n".join(target_table(floors)))
     return measured
 
 

@@ -4,7 +4,11 @@ Every scenario answers the same request with the same response; what differs is 
 after it (nothing, one or ten async or sync no-op calls) and what arranges that.
 """
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import contextvars
+import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.applications import Starlette
@@ -15,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_cleanup import CleanupMiddleware
+from asgi_cleanup._backend import cancel_scope
 from asgi_cleanup._types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -86,6 +91,72 @@ class StatusWatchingMiddleware:
         await self.app(scope, receive, watched_send)
 
 
+class _Registrations(list[tuple[Any, ...]]):
+    def register(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.append((func, args, kwargs, contextvars.copy_context()))
+        return func
+
+
+class FloorMiddleware:
+    """The least the contract's own mechanics cost for async cleanups, with none of this
+    package's machinery: a list at ``scope["cleanup"]``; after the app call, the request's
+    cleanups in a task of their own (SPEC 2.10: a timeout can abandon them there), started
+    eagerly on 3.12+, each in its registration context, and with ``scoped`` under the cancel
+    scope a timeout would cancel (SPEC 2.6: so that a cleanup's own shield holds on asyncio as
+    on trio). No timeout, no logging, no sync cleanups: a measuring stick for the speed bars,
+    for cleanups that end in their first step, as the benchmark's do."""
+
+    def __init__(self, app: ASGIApp, scoped: bool) -> None:
+        self.app = app
+        self.scoped = scoped
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entries = scope["cleanup"] = _Registrations()
+        await self.app(scope, receive, send)
+        if entries:
+            await _in_own_task(self._run(entries))
+
+    async def _run(self, entries: _Registrations) -> None:
+        on_asyncio = _on_asyncio()
+        with cancel_scope(on_asyncio) if self.scoped else contextlib.nullcontext():
+            while entries:
+                func, args, kwargs, context = entries.pop()
+                coro = func(*args, **kwargs)
+                with contextlib.suppress(StopIteration):
+                    context.run(coro.send, None)
+                    raise RuntimeError("the floor measures cleanups that end in one step")
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _in_own_task(coro: Coroutine[Any, Any, None]) -> None:
+    if not _on_asyncio():
+        import trio
+
+        done = trio.Event()
+
+        async def run() -> None:
+            await coro
+            done.set()
+
+        trio.lowlevel.spawn_system_task(run)
+        await done.wait()
+        return
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    else:
+        task = loop.create_task(coro)
+    if not task.done():
+        await task
+
+
 class AfterResponseMiddleware(BaseHTTPMiddleware):
     """What users hand-write today: a BaseHTTPMiddleware calling a function afterwards."""
 
@@ -154,6 +225,17 @@ def telemetry_scenarios() -> dict[str, ASGIApp]:
     }
 
 
+def floor_scenarios() -> dict[str, ASGIApp]:
+    """``FloorMiddleware``: its own task alone, then with the cancel scope; 1 and 10 cleanups."""
+    return {
+        f"floor, {what}: {count} async": FloorMiddleware(
+            starlette_app(registering(async_noop, count)), scoped
+        )
+        for what, scoped in (("own task", False), ("own task and cancel scope", True))
+        for count in (1, 10)
+    }
+
+
 def scenarios() -> dict[str, ASGIApp]:
     """Name -> app; the names are what the report refers to."""
     return {
@@ -174,6 +256,7 @@ def scenarios() -> dict[str, ASGIApp]:
         "1 sync cleanup": CleanupMiddleware(starlette_app(registering(sync_noop, 1))),
         "10 sync cleanups": CleanupMiddleware(starlette_app(registering(sync_noop, 10))),
         "BaseHTTPMiddleware, 1 async": AfterResponseMiddleware(starlette_app(hello)),
+        **floor_scenarios(),
         **telemetry_scenarios(),
     }
 
@@ -186,4 +269,13 @@ TARGETS: list[tuple[str, str, float]] = [
     ("10 async cleanups", "BackgroundTasks, 10 async", 1.10),
     ("1 sync cleanup", "BackgroundTask, 1 sync", 1.05),
     ("10 sync cleanups", "1 sync cleanup", 1.20),
+]
+
+# (floor, anchor, the bar of the same case): what the contract's own mechanics cost beside the
+# anchor, before any of this package's code; a floor above the bar says no code can meet it.
+FLOORS: list[tuple[str, str, float]] = [
+    ("floor, own task: 1 async", "BackgroundTask, 1 async", 1.20),
+    ("floor, own task and cancel scope: 1 async", "BackgroundTask, 1 async", 1.20),
+    ("floor, own task: 10 async", "BackgroundTasks, 10 async", 1.10),
+    ("floor, own task and cancel scope: 10 async", "BackgroundTasks, 10 async", 1.10),
 ]

@@ -34,11 +34,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .loadgen import HOST, LoadResult, LoadTool
 from .ratios import Ratio
-from .served_apps import APPS, MODULE
+from .served_apps import APPS, FLOOR, MODULE
 
 SERVERS = ("uvicorn", "hypercorn")
 #: (scenario, anchor, bar): the scenario's requests per second are at least `bar` × the anchor's
@@ -48,6 +48,8 @@ TARGETS: list[tuple[str, str, float]] = (
     if sys.version_info >= (3, 12)
     else [("1 async cleanup", "bare", 0.85)]
 )
+#: The same bars for the floor (benchmarks.scenarios.FloorMiddleware): whether any code could.
+FLOORS = [(FLOOR, anchor, bar) for _, anchor, bar in TARGETS]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -270,13 +272,16 @@ def throughput_table(samples: dict[str, list[Sample]]) -> list[str]:
     return lines
 
 
-def ratios(samples: dict[str, list[Sample]], per_cpu: bool = False) -> list[Ratio]:
-    """The served targets, as ratios of requests per second (or per server CPU-second)."""
+def ratios(
+    samples: dict[str, list[Sample]], per_cpu: bool = False, targets: list[Any] = TARGETS
+) -> list[Ratio]:
+    """The served targets (or ``targets``), as ratios of requests per second (or per server
+    CPU-second)."""
     values = {
         name: [run.per_cpu_second if per_cpu else run.load.requests_per_second for run in runs]
         for name, runs in samples.items()
     }
-    return [Ratio.of(values, name, anchor, bar, at_least=True) for name, anchor, bar in TARGETS]
+    return [Ratio.of(values, name, anchor, bar, at_least=True) for name, anchor, bar in targets]
 
 
 def ratio_table(measured: list[Ratio], per_cpu: list[Ratio]) -> list[str]:
@@ -311,4 +316,7 @@ def run(
             out("\n".join(throughput_table(samples)))
             out("")
             out("\n".join(ratio_table(measured[server], ratios(samples, per_cpu=True))))
+            floors = ratios(samples, targets=FLOORS), ratios(samples, True, FLOORS)
+            out("\nThe floor: the contract's own mechanics without this package's code.\n")
+            out("\n".join(ratio_table(*floors)))
     return measured
