@@ -2,10 +2,13 @@
 per cleanup, current while it runs (set in the cleanup's own context), and five instruments.
 Imported only when a middleware has ``telemetry=True``; see docs/observability.md."""
 
+import functools
+import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     from opentelemetry import context as otel_context
@@ -26,6 +29,24 @@ NAME = "asgi_cleanup.cleanup.name"
 SOURCE = "asgi_cleanup.cleanup.source"
 TIMED_OUT = "asgi_cleanup.cleanup.timed_out"
 BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+
+logger = logging.getLogger("asgi_cleanup")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Telemetry never fails a cleanup or a phase: what the SDK, a span processor or a metric
+    reader raises in ``method`` is logged (see ``Tracing.failed``) and the phase goes on."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            (self if isinstance(self, Tracing) else self._tracing).failed(method.__name__)
+            return None
+
+    return guarded  # type: ignore[return-value]
 
 
 class Tracing:
@@ -61,10 +82,21 @@ class Tracing:
             "{phase}",
             "Cleanup phases still running or pending when shutdown_timeout ended.",
         )
+        self._warned = -60.0
+
+    def failed(self, where: str) -> None:
+        """Log the exception being handled, raised by telemetry in ``where``: at ERROR, with its
+        traceback, at most once a minute (a broken exporter would fail every request)."""
+        now = time.monotonic()
+        if now - self._warned >= 60:
+            self._warned = now
+            message = "Telemetry failed in %s; cleanups go on without it (at most one a minute)"
+            logger.error(message, where, exc_info=True)
 
     def phase(self) -> "Watch":
         return Watch(self)
 
+    @_guarded
     def shutdown_unfinished(self, phases: int) -> None:
         self.unfinished.add(phases)
 
@@ -119,8 +151,13 @@ class Watch:
         self._first = True
         self._runs: dict[int, _Run] = {}  # setdefault: one thread makes each
         self._lock = threading.Lock()
-        tracing.active.add(1)
+        self._count(1)
 
+    @_guarded
+    def _count(self, phases: int) -> None:
+        self._tracing.active.add(phases)
+
+    @_guarded
     def start(self, entry: Entry, began: float) -> None:
         run = _Run(entry, began)
         if self._runs.setdefault(id(entry[3]), run) is not run:
@@ -145,6 +182,7 @@ class Watch:
         if make_current:
             otel_context.attach(trace.set_span_in_context(run.span, parent))
 
+    @_guarded
     def end(self, entry: Entry, result: Any, seconds: float | None = None) -> None:
         run = self._runs.get(id(entry[3]))
         if run is None or not self._close(run):
@@ -155,6 +193,7 @@ class Watch:
             ended = time.monotonic() if seconds is None else run.began + seconds
             self._end(run, result, ended)
 
+    @_guarded
     def given_up(self, entry: Entry, began: float) -> None:
         run = _Run(entry, began)
         if self._runs.setdefault(id(entry[3]), run) is run:
@@ -183,17 +222,21 @@ class Watch:
             timeout = self._tracing.timeout
             ended = run.began + (0.0 if timeout is None else timeout)
             attributes["error.type"] = "timeout"
-            span.set_status(Status(StatusCode.ERROR, "timed out"))
         elif result is not None:
             attributes["error.type"] = type(result).__qualname__
+        assert ended is not None
+        self._tracing.duration.record(max(ended - run.began, 0.0), attributes)
+        if span is None:  # starting it failed, and was logged
+            return
+        if timed_out:
+            span.set_status(Status(StatusCode.ERROR, "timed out"))
+        elif result is not None:
             span.set_status(Status(StatusCode.ERROR, f"{type(result).__qualname__}: {result}"))
             span.record_exception(result)
-        assert ended is not None
         span.set_attribute(TIMED_OUT, timed_out)
         if "error.type" in attributes:
             span.set_attribute("error.type", attributes["error.type"])
         span.end(_epoch_ns(ended))
-        self._tracing.duration.record(max(ended - run.began, 0.0), attributes)
 
     def current(self, entry: Entry, call: Any) -> None:
         run = self._runs.get(id(entry[3]))
@@ -207,7 +250,7 @@ class Watch:
             otel_context.detach(token)
 
     def finished(self) -> None:
-        self._tracing.active.add(-1)
+        self._count(-1)
 
 
 def _epoch_ns(monotonic: float) -> int:
