@@ -7,7 +7,6 @@ calls from a worker thread. Public APIs only: asyncio's eager start (3.12+), tri
 import asyncio
 import contextlib
 import functools
-import math
 import sys
 from collections.abc import Callable, Coroutine
 from contextvars import Context
@@ -171,9 +170,12 @@ async def wait_signal(signal: Any, seconds: float | None) -> None:
     if isinstance(signal, _Signal):
         await signal.wait(seconds)
         return
+    if seconds is None:
+        await signal.wait()
+        return
     import trio
 
-    with trio.move_on_after(math.inf if seconds is None else seconds):
+    with trio.move_on_after(seconds):
         await signal.wait()
 
 
