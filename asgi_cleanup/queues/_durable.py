@@ -69,7 +69,8 @@ class DurableJob(Job):
     def _check_late(self) -> None:
         waited = time.monotonic() - self.recorded_at
         if waited >= self.queue.durable_grace:
-            logger.warning(_LATE, self.cleanup_name, waited, self.queue.durable_grace)
+            name, grace = self.cleanup_name, self.queue.durable_grace
+            logger.warning(_LATE, name, waited, grace, extra={"cleanup_name": name})
 
 
 class SyncDurableJob(DurableJob, SyncJob):

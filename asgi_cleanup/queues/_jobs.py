@@ -173,7 +173,9 @@ class Job:
         if not isinstance(exc, self.queue.transient):
             return False
         reason = log_safe(str(exc), 300)
-        logger.warning(_RETRYING, self.cleanup_name, type(exc).__name__, reason, RETRY_DELAY)
+        name = self.cleanup_name
+        extra = {"cleanup_name": name}
+        logger.warning(_RETRYING, name, type(exc).__name__, reason, RETRY_DELAY, extra=extra)
         return True
 
 

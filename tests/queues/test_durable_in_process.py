@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import statistics
 import time
 from typing import Any
@@ -194,7 +195,7 @@ async def test_celery_records_the_job_with_a_countdown_and_releases_it_on_both_b
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("queue", ["celery", "arq"])
 async def test_a_broker_that_refuses_the_record_raises_in_the_endpoint(
-    anyio_backend: str, queue: str
+    anyio_backend: str, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     options: dict[str, Any] = {"arq_redis_url": url}
@@ -213,9 +214,13 @@ async def test_a_broker_that_refuses_the_record_raises_in_the_endpoint(
         assert time.monotonic() - started < 3  # one attempt, one retry 0.2 s later
         assert len(registry) == 0
 
-    await call(middleware, steps)
+    with caplog.at_level(logging.WARNING, logger="asgi_cleanup"):
+        await call(middleware, steps)
     assert len(caught) == 1
     assert isinstance(caught[0], middleware.queue.transient)  # type: ignore[union-attr]
+    [retrying] = [r for r in caplog.records if "retrying once" in r.getMessage()]
+    assert retrying.cleanup_name in retrying.getMessage()  # type: ignore[attr-defined]
+    assert job in retrying.cleanup_name  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
