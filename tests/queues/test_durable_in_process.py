@@ -12,6 +12,7 @@ import statistics
 import time
 from typing import Any
 
+import anyio
 import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job as ArqJob
@@ -190,6 +191,28 @@ async def test_celery_records_the_job_with_a_countdown_and_releases_it_on_both_b
     assert kwargs["cleanup_job_key"] == key
     assert kwargs["cleanup_outcome"]["status"] == 201
     celery_app.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_release_past_durable_grace_is_warned_about_with_the_cleanups_name(
+    anyio_backend: str, broker: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    grace = 0.2
+    middleware = CleanupMiddleware(
+        lambda *a: None, queue="arq", arq_redis_url=broker.url, durable_grace=grace
+    )
+
+    async def steps(registry: CleanupRegistry) -> None:
+        await registry.register_job("arq_record", "late", durable=True)
+        await anyio.sleep(grace + 0.1)  # the endpoint outlasts the grace before answering
+
+    with caplog.at_level(logging.WARNING, logger="asgi_cleanup"):
+        await call(middleware, steps)
+    [late] = [r for r in caplog.records if "past durable_grace" in r.getMessage()]
+    assert "may have run already" in late.getMessage()
+    assert "arq_record" in late.cleanup_name  # type: ignore[attr-defined]
+    assert late.cleanup_name in late.getMessage()  # type: ignore[attr-defined]
+    await middleware.queue.aclose()  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
