@@ -18,8 +18,6 @@ from collections.abc import Generator
 from contextvars import Context
 from typing import Any
 
-import anyio
-
 from ._backend import cancel_scope, new_signal, own_task, settle_cancellation, wait_signal
 from ._describe import is_async_callable
 from ._log import TimedOut
@@ -126,7 +124,7 @@ class AsyncBatch:
         self._step: Any = None  # set when the current cleanup ends; made when asked for
         self._cut = False
         self._where: types.TracebackType | None = None
-        self._scope: anyio.CancelScope | None = None
+        self._scope: Any = None  # the run's cancel scope: anyio's on asyncio, trio's on trio
 
     def step(self) -> Any:
         """The signal (see ``new_signal``) set when the current cleanup has ended, or the
